@@ -1,0 +1,128 @@
+// Package config holds the settings of smuxtun-client and smuxtun-server:
+// kcptun's defaults, the KCP mode profiles, loading of kcptun JSON files and
+// validation of every field. It uses the standard library only, so any
+// front end (flags, files, tests) can build and check a configuration.
+//
+// JSON keys and flag names are kcptun's, so an existing kcptun configuration
+// file loads unchanged.
+package config
+
+// Common holds the settings both ends share. Key, Crypt, NoComp, SmuxVer,
+// DataShard and ParityShard must match on the client and the server.
+type Common struct {
+	Key          string `json:"key"`
+	Crypt        string `json:"crypt"`
+	Mode         string `json:"mode"`
+	MTU          int    `json:"mtu"`
+	SndWnd       int    `json:"sndwnd"`
+	RcvWnd       int    `json:"rcvwnd"`
+	DataShard    int    `json:"datashard"`
+	ParityShard  int    `json:"parityshard"`
+	DSCP         int    `json:"dscp"`
+	NoComp       bool   `json:"nocomp"`
+	AckNodelay   bool   `json:"acknodelay"`
+	NoDelay      int    `json:"nodelay"`
+	Interval     int    `json:"interval"` // milliseconds
+	Resend       int    `json:"resend"`
+	NoCongestion int    `json:"nc"`
+	RateLimit    int    `json:"ratelimit"` // outgoing bytes per second per KCP session, 0 = unlimited
+	SockBuf      int    `json:"sockbuf"`   // bytes
+	SmuxVer      int    `json:"smuxver"`
+	SmuxBuf      int    `json:"smuxbuf"`   // bytes, session receive buffer
+	FrameSize    int    `json:"framesize"` // bytes
+	StreamBuf    int    `json:"streambuf"` // bytes, per-stream window (smux v2)
+	KeepAlive    int    `json:"keepalive"` // seconds
+	CloseWait    int    `json:"closewait"` // seconds
+	SnmpLog      string `json:"snmplog"`
+	SnmpPeriod   int    `json:"snmpperiod"` // seconds
+	Log          string `json:"log"`
+	Quiet        bool   `json:"quiet"`
+	TCP          bool   `json:"tcp"`       // kcptun's raw-socket TCP emulation: not supported yet
+	Transport    string `json:"transport"` // smuxtun: "kcp" or "tcp"
+	Pprof        bool   `json:"pprof"`
+	PprofAddr    string `json:"pprofaddr"` // smuxtun: loopback host:port for --pprof
+	QPP          bool   `json:"qpp"`       // kcptun's Quantum Permutation Pads: not supported yet
+	QPPCount     int    `json:"qpp-count"`
+}
+
+// Client holds the settings of smuxtun-client.
+type Client struct {
+	Common
+	LocalAddr   string `json:"localaddr"`   // host:port or a unix socket path
+	RemoteAddr  string `json:"remoteaddr"`  // host:port or host:min-max
+	Conn        int    `json:"conn"`        // transport sessions in the pool
+	AutoExpire  int    `json:"autoexpire"`  // seconds, 0 = never
+	ScavengeTTL int    `json:"scavengettl"` // seconds
+}
+
+// Server holds the settings of smuxtun-server.
+type Server struct {
+	Common
+	Listen string `json:"listen"` // host:port or host:min-max
+	Target string `json:"target"` // host:port or a unix socket path
+}
+
+// Transports smuxtun knows.
+const (
+	TransportKCP = "kcp"
+	TransportTCP = "tcp"
+)
+
+// DefaultPprofAddr is where --pprof serves net/http/pprof unless told otherwise.
+const DefaultPprofAddr = "127.0.0.1:6060"
+
+// defaultCommon returns kcptun's defaults shared by both ends. Key is left
+// empty on purpose: smuxtun never runs on a built-in key.
+func defaultCommon() Common {
+	c := Common{
+		Crypt:       "aes",
+		Mode:        "fast",
+		MTU:         1350,
+		DataShard:   10,
+		ParityShard: 3,
+		// kcptun's hidden manual-mode flags default to these; any other mode
+		// replaces them in ApplyMode.
+		NoDelay:      0,
+		Interval:     50,
+		Resend:       0,
+		NoCongestion: 0,
+		SockBuf:      4 << 20,
+		SmuxVer:      2,
+		SmuxBuf:      4 << 20,
+		FrameSize:    8192,
+		StreamBuf:    2 << 20,
+		KeepAlive:    10,
+		SnmpPeriod:   60,
+		Transport:    TransportKCP,
+		PprofAddr:    DefaultPprofAddr,
+		QPPCount:     61,
+	}
+	return c
+}
+
+// DefaultClient returns kcptun's client defaults.
+func DefaultClient() *Client {
+	c := &Client{
+		Common:      defaultCommon(),
+		LocalAddr:   ":12948",
+		RemoteAddr:  "vps:29900",
+		Conn:        1,
+		AutoExpire:  0,
+		ScavengeTTL: 600,
+	}
+	c.SndWnd, c.RcvWnd = 128, 512
+	c.CloseWait = 0
+	return c
+}
+
+// DefaultServer returns kcptun's server defaults.
+func DefaultServer() *Server {
+	s := &Server{
+		Common: defaultCommon(),
+		Listen: ":29900",
+		Target: "127.0.0.1:12948",
+	}
+	s.SndWnd, s.RcvWnd = 1024, 1024
+	s.CloseWait = 30
+	return s
+}
