@@ -1,0 +1,133 @@
+package tunnel
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+
+	kcp "github.com/xtaci/kcp-go/v5"
+)
+
+// ErrMTU is returned when kcp-go refuses the configured MTU.
+var ErrMTU = errors.New("mtu rejected by kcp")
+
+// kcpTransport carries the mux over kcp-go sessions set up the way kcptun
+// sets them up, so that either end can be a kcptun binary: FEC with the
+// configured shards, the packet cipher, stream mode on, write delay off, and
+// the nodelay profile, window, MTU, ack and rate settings applied to every
+// session on both sides.
+type kcpTransport struct {
+	block       kcp.BlockCrypt // nil for crypt "null"
+	dataShard   int
+	parityShard int
+	noDelay     int
+	interval    int
+	resend      int
+	noCongest   int
+	mtu         int
+	sndWnd      int
+	rcvWnd      int
+	ackNoDelay  bool
+	dscp        int
+	sockBuf     int
+	rateLimit   int // bytes per second per session, 0 = unlimited
+	log         *slog.Logger
+}
+
+func (t *kcpTransport) name() string { return "kcp" }
+
+func (t *kcpTransport) dial(_ context.Context, addr string) (net.Conn, error) {
+	// Dialling UDP sends nothing, so there is nothing to cancel: the context
+	// only matters to transports whose dial can block.
+	s, err := kcp.DialWithOptions(addr, t.block, t.dataShard, t.parityShard)
+	if err != nil {
+		return nil, fmt.Errorf("dial kcp %s: %w", addr, err)
+	}
+	if err := t.tune(s); err != nil {
+		s.Close()
+		return nil, err
+	}
+	// The client owns its UDP socket, so the socket options go on the session.
+	if t.dscp != 0 {
+		if err := s.SetDSCP(t.dscp); err != nil {
+			t.log.Warn("cannot set dscp", "dscp", t.dscp, "err", err)
+		}
+	}
+	if t.sockBuf > 0 {
+		if err := s.SetReadBuffer(t.sockBuf); err != nil {
+			t.log.Warn("cannot set socket read buffer", "sockbuf", t.sockBuf, "err", err)
+		}
+		if err := s.SetWriteBuffer(t.sockBuf); err != nil {
+			t.log.Warn("cannot set socket write buffer", "sockbuf", t.sockBuf, "err", err)
+		}
+	}
+	return s, nil
+}
+
+func (t *kcpTransport) listen(addr string) (net.Listener, error) {
+	l, err := kcp.ListenWithOptions(addr, t.block, t.dataShard, t.parityShard)
+	if err != nil {
+		return nil, fmt.Errorf("listen udp %s: %w", addr, err)
+	}
+	// Server sessions share the listener's socket, so the socket options go
+	// on the listener.
+	if t.dscp != 0 {
+		if err := l.SetDSCP(t.dscp); err != nil {
+			t.log.Warn("cannot set dscp", "listen", addr, "dscp", t.dscp, "err", err)
+		}
+	}
+	if t.sockBuf > 0 {
+		if err := l.SetReadBuffer(t.sockBuf); err != nil {
+			t.log.Warn("cannot set socket read buffer", "listen", addr, "sockbuf", t.sockBuf, "err", err)
+		}
+		if err := l.SetWriteBuffer(t.sockBuf); err != nil {
+			t.log.Warn("cannot set socket write buffer", "listen", addr, "sockbuf", t.sockBuf, "err", err)
+		}
+	}
+	return &kcpListener{l: l, t: t}, nil
+}
+
+// tune applies the per-session settings. kcptun applies the same ones on
+// both sides; the peers never negotiate them.
+func (t *kcpTransport) tune(s *kcp.UDPSession) error {
+	s.SetStreamMode(true)
+	s.SetWriteDelay(false)
+	s.SetNoDelay(t.noDelay, t.interval, t.resend, t.noCongest)
+	s.SetWindowSize(t.sndWnd, t.rcvWnd)
+	if t.mtu > 0 && !s.SetMtu(t.mtu) {
+		return fmt.Errorf("mtu %d: %w", t.mtu, ErrMTU)
+	}
+	s.SetACKNoDelay(t.ackNoDelay)
+	if t.rateLimit > 0 {
+		s.SetRateLimit(uint32(t.rateLimit))
+	}
+	return nil
+}
+
+// kcpListener hands out tuned KCP sessions.
+type kcpListener struct {
+	l *kcp.Listener
+	t *kcpTransport
+}
+
+func (l *kcpListener) Accept() (net.Conn, error) {
+	for {
+		s, err := l.l.AcceptKCP()
+		if err != nil {
+			return nil, err
+		}
+		if err := l.t.tune(s); err != nil {
+			// The MTU was checked when the listener was set up, so this
+			// cannot repeat for every session; drop the one that failed.
+			l.t.log.Warn("dropping kcp session", "remote", s.RemoteAddr().String(), "err", err)
+			s.Close()
+			continue
+		}
+		return s, nil
+	}
+}
+
+func (l *kcpListener) Close() error   { return l.l.Close() }
+func (l *kcpListener) Addr() net.Addr { return l.l.Addr() }
