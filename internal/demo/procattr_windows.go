@@ -1,0 +1,5 @@
+package demo
+
+import "syscall"
+
+func childAttr() *syscall.SysProcAttr { return nil }
