@@ -1,0 +1,287 @@
+package mux
+
+import (
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+)
+
+// Limits of one batch handed to the connection in a single write.
+const (
+	maxBatchFrames = 128
+	maxBatchBytes  = 512 << 10
+)
+
+type writeMode int
+
+const (
+	writeVectored writeMode = iota // net.Buffers: writev on TCP and unix sockets
+	writeBuffers                   // the conn has WriteBuffers (kcp-go)
+	writeFlat                      // anything else: one contiguous Write per batch
+)
+
+// sender schedules frames onto the connection. There is no sending
+// goroutine: whoever has something to send and finds nobody flushing becomes
+// the flusher, writes batches (control frames first, then one data frame per
+// ready stream in turn) and hands the job to a waiting writer when its own
+// data is out. All fields are guarded by mu; the scratch fields at the end
+// belong to the current flusher.
+type sender struct {
+	sess     *Session
+	mu       sync.Mutex
+	flushing bool
+	ctrl     []byte // encoded control frames waiting to be written
+	spare    []byte
+
+	head, tail *Stream // streams with data they may send now, in turn
+
+	mode      writeMode
+	bw        interface{ WriteBuffers([][]byte) (int, error) }
+	vec       [][]byte
+	wv        net.Buffers
+	hdrs      []byte
+	batch     []*Stream
+	flat      []byte
+	nopQueued atomic.Bool
+}
+
+func (sd *sender) init(s *Session) {
+	sd.sess = s
+	sd.hdrs = make([]byte, 0, maxBatchFrames*headerSize)
+	sd.vec = make([][]byte, 0, 2*maxBatchFrames+1)
+	sd.batch = make([]*Stream, 0, maxBatchFrames)
+	switch c := s.conn.(type) {
+	case *net.TCPConn, *net.UnixConn:
+		sd.mode = writeVectored
+	case interface{ WriteBuffers([][]byte) (int, error) }:
+		sd.mode = writeBuffers
+		sd.bw = c
+	default:
+		sd.mode = writeFlat
+	}
+}
+
+func (sd *sender) pushBack(st *Stream) {
+	st.queued = true
+	st.prev = sd.tail
+	st.next = nil
+	if sd.tail != nil {
+		sd.tail.next = st
+	} else {
+		sd.head = st
+	}
+	sd.tail = st
+}
+
+func (sd *sender) unlink(st *Stream) {
+	if st.prev != nil {
+		st.prev.next = st.next
+	} else {
+		sd.head = st.next
+	}
+	if st.next != nil {
+		st.next.prev = st.prev
+	} else {
+		sd.tail = st.prev
+	}
+	st.next, st.prev, st.queued = nil, nil, false
+}
+
+// sendable reports whether st has data it may send now.
+func (sd *sender) sendable(st *Stream) bool {
+	return len(st.wbuf) > 0 && (sd.sess.ver == 1 || st.window() > 0)
+}
+
+// kickLocked wakes the writer at the front of the queue when nobody is
+// flushing, so queued data never waits for an unrelated event.
+func (sd *sender) kickLocked() {
+	if !sd.flushing && sd.head != nil {
+		sd.head.signalW()
+	}
+}
+
+// flushLocked writes batches until the caller's own work is out, then hands
+// over to the next waiting writer or finishes the remaining control frames.
+// self is the calling stream, or nil for a control frame. mu is held on
+// entry and on return; flushing is true on entry.
+func (sd *sender) flushLocked(self *Stream) {
+	for {
+		if sd.sess.closed.Load() {
+			sd.flushing = false
+			return
+		}
+		ctrl, ok := sd.buildLocked()
+		if !ok {
+			sd.flushing = false
+			return
+		}
+		sd.mu.Unlock()
+		err := sd.write()
+		sd.mu.Lock()
+		if ctrl != nil {
+			sd.spare = ctrl[:0]
+		}
+		for _, st := range sd.batch {
+			st.inflight--
+			if st.inflight == 0 && st != self {
+				st.signalW()
+			}
+		}
+		clear(sd.batch)
+		if err != nil {
+			sd.flushing = false
+			sd.mu.Unlock()
+			sd.sess.closeWith(fmt.Errorf("write to %s: %w", peerName(sd.sess), err))
+			sd.mu.Lock()
+			return
+		}
+		if (self == nil || !self.queued) && sd.head != nil {
+			sd.flushing = false
+			sd.head.signalW()
+			return
+		}
+	}
+}
+
+// buildLocked fills the scratch vector with the next batch. It returns the
+// control buffer taken into the batch and whether there is anything to write.
+func (sd *sender) buildLocked() ([]byte, bool) {
+	vec := sd.vec[:0]
+	hdrs := sd.hdrs[:0]
+	batch := sd.batch[:0]
+	var ctrl []byte
+	if len(sd.ctrl) > 0 {
+		ctrl = sd.ctrl
+		vec = append(vec, ctrl)
+		sd.ctrl = sd.spare
+		sd.spare = nil
+	}
+	frameSize := sd.sess.config.MaxFrameSize
+	v2 := sd.sess.ver == 2
+	bytes := 0
+	for sd.head != nil && len(batch) < maxBatchFrames && bytes < maxBatchBytes {
+		st := sd.head
+		sd.unlink(st)
+		n := min(len(st.wbuf), frameSize)
+		if v2 {
+			n = min(n, int(st.window()))
+		}
+		h := hdrs[len(hdrs) : len(hdrs)+headerSize]
+		hdrs = hdrs[:len(hdrs)+headerSize]
+		putHeader(h, sd.sess.ver, cmdPSH, n, st.id)
+		vec = append(vec, h, st.wbuf[:n])
+		st.wbuf = st.wbuf[n:]
+		st.sent += uint32(n)
+		st.inflight++
+		batch = append(batch, st)
+		bytes += n
+		if sd.sendable(st) {
+			sd.pushBack(st)
+		}
+	}
+	sd.vec, sd.hdrs, sd.batch = vec, hdrs, batch
+	return ctrl, len(vec) > 0
+}
+
+// write hands the current batch to the connection.
+func (sd *sender) write() error {
+	var err error
+	switch sd.mode {
+	case writeVectored:
+		sd.wv = sd.vec
+		_, err = sd.wv.WriteTo(sd.sess.conn)
+	case writeBuffers:
+		_, err = sd.bw.WriteBuffers(sd.vec)
+	default:
+		if len(sd.vec) == 1 {
+			_, err = sd.sess.conn.Write(sd.vec[0])
+			break
+		}
+		flat := sd.flat[:0]
+		for _, b := range sd.vec {
+			flat = append(flat, b...)
+		}
+		sd.flat = flat
+		_, err = sd.sess.conn.Write(flat)
+	}
+	clear(sd.vec)
+	return err
+}
+
+// sendControl queues a control frame and makes sure it gets written: the
+// caller flushes it itself unless a flush is under way, which will take it.
+func (s *Session) sendControl(cmd byte, sid uint32, consumed, window uint32) error {
+	sd := &s.sender
+	sd.mu.Lock()
+	if s.closed.Load() {
+		sd.mu.Unlock()
+		return s.closeErr
+	}
+	sd.appendControl(cmd, sid, consumed, window)
+	if !sd.flushing {
+		sd.flushing = true
+		sd.flushLocked(nil)
+	}
+	sd.mu.Unlock()
+	if s.closed.Load() {
+		return s.closeErr
+	}
+	return nil
+}
+
+// sendControlAsync queues a keepalive frame without blocking the caller on
+// the connection; at most one is outstanding.
+func (s *Session) sendControlAsync(cmd byte) {
+	sd := &s.sender
+	if !sd.nopQueued.CompareAndSwap(false, true) {
+		return
+	}
+	sd.mu.Lock()
+	if s.closed.Load() {
+		sd.mu.Unlock()
+		return
+	}
+	sd.appendControl(cmd, 0, 0, 0)
+	if sd.flushing {
+		sd.nopQueued.Store(false)
+		sd.mu.Unlock()
+		return
+	}
+	sd.flushing = true
+	sd.mu.Unlock()
+	go func() {
+		defer sd.nopQueued.Store(false)
+		sd.mu.Lock()
+		sd.flushLocked(nil)
+		sd.mu.Unlock()
+	}()
+}
+
+func (sd *sender) appendControl(cmd byte, sid uint32, consumed, window uint32) {
+	n := len(sd.ctrl)
+	size := headerSize
+	if cmd == cmdUPD {
+		size += updSize
+	}
+	sd.ctrl = append(sd.ctrl, make([]byte, size)...)
+	b := sd.ctrl[n:]
+	if cmd == cmdUPD {
+		putHeader(b, sd.sess.ver, cmd, updSize, sid)
+		putUint32(b[headerSize:], consumed)
+		putUint32(b[headerSize+4:], window)
+	} else {
+		putHeader(b, sd.sess.ver, cmd, 0, sid)
+	}
+}
+
+func putUint32(b []byte, v uint32) {
+	b[0], b[1], b[2], b[3] = byte(v), byte(v>>8), byte(v>>16), byte(v>>24)
+}
+
+func peerName(s *Session) string {
+	if a := s.RemoteAddr(); a != nil {
+		return "peer " + a.String()
+	}
+	return "peer"
+}

@@ -1,0 +1,262 @@
+package mux
+
+import (
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+const acceptBacklog = 1024
+
+// Session multiplexes streams over one connection. It is safe for
+// concurrent use.
+type Session struct {
+	conn   io.ReadWriteCloser
+	config Config
+	ver    byte
+	client bool
+
+	// streams by id, guarded by smu (never held while taking another lock)
+	smu      sync.Mutex
+	streams  map[uint32]*Stream
+	nextID   uint32
+	goAway   bool
+	accepts  chan *Stream
+	acceptDL atomic.Int64 // UnixNano, 0 = none
+
+	// receive accounting: bytes that may still be buffered for the
+	// application before the reader pauses
+	bucket    atomic.Int64
+	bucketSig chan struct{}
+	heard     atomic.Bool // a frame arrived since the last keepalive check
+
+	sender
+
+	closed    atomic.Bool
+	closeOnce sync.Once
+	closeErr  error
+	die       chan struct{}
+}
+
+// Client starts the client side of a session over conn.
+func Client(conn io.ReadWriteCloser, config *Config) (*Session, error) {
+	return newSession(conn, config, true)
+}
+
+// Server starts the server side of a session over conn.
+func Server(conn io.ReadWriteCloser, config *Config) (*Session, error) {
+	return newSession(conn, config, false)
+}
+
+func newSession(conn io.ReadWriteCloser, config *Config, client bool) (*Session, error) {
+	if config == nil {
+		config = DefaultConfig()
+	}
+	if err := VerifyConfig(config); err != nil {
+		return nil, err
+	}
+	s := &Session{
+		conn:      conn,
+		config:    *config,
+		ver:       byte(config.Version),
+		client:    client,
+		streams:   make(map[uint32]*Stream),
+		accepts:   make(chan *Stream, acceptBacklog),
+		bucketSig: make(chan struct{}, 1),
+		die:       make(chan struct{}),
+	}
+	if client {
+		s.nextID = 1
+	}
+	s.bucket.Store(int64(config.MaxReceiveBuffer))
+	s.sender.init(s)
+	go s.recvLoop()
+	if !config.KeepAliveDisabled {
+		go s.keepalive()
+	}
+	return s, nil
+}
+
+// OpenStream opens a new stream to the peer.
+func (s *Session) OpenStream() (*Stream, error) {
+	if s.closed.Load() {
+		return nil, s.closeErr
+	}
+	s.smu.Lock()
+	if s.goAway || s.nextID+2 < s.nextID {
+		s.goAway = true
+		s.smu.Unlock()
+		return nil, ErrGoAway
+	}
+	s.nextID += 2
+	st := newStream(s.nextID, s)
+	s.streams[st.id] = st
+	s.smu.Unlock()
+
+	if err := s.sendControl(cmdSYN, st.id, 0, 0); err != nil {
+		s.removeStream(st)
+		return nil, err
+	}
+	return st, nil
+}
+
+// Open is OpenStream returning an io.ReadWriteCloser.
+func (s *Session) Open() (io.ReadWriteCloser, error) { return s.OpenStream() }
+
+// AcceptStream waits for the peer to open a stream. It honours the deadline
+// set with SetDeadline.
+func (s *Session) AcceptStream() (*Stream, error) {
+	var timeout <-chan time.Time
+	if dl := s.acceptDL.Load(); dl != 0 {
+		d := time.Until(time.Unix(0, dl))
+		if d <= 0 {
+			return nil, ErrTimeout
+		}
+		t := time.NewTimer(d)
+		defer t.Stop()
+		timeout = t.C
+	}
+	select {
+	case st := <-s.accepts:
+		return st, nil
+	case <-s.die:
+		return nil, s.closeErr
+	case <-timeout:
+		return nil, ErrTimeout
+	}
+}
+
+// Accept is AcceptStream returning an io.ReadWriteCloser.
+func (s *Session) Accept() (io.ReadWriteCloser, error) { return s.AcceptStream() }
+
+// Close closes the session, its connection and all its streams. Calling it
+// again does nothing.
+func (s *Session) Close() error {
+	return s.closeWith(nil)
+}
+
+// closeWith closes the session for the given cause; the first cause wins.
+func (s *Session) closeWith(cause error) error {
+	var err error
+	s.closeOnce.Do(func() {
+		s.closeErr = &closedError{cause: cause}
+		s.closed.Store(true)
+		close(s.die)
+		err = s.conn.Close()
+		s.smu.Lock()
+		streams := make([]*Stream, 0, len(s.streams))
+		for _, st := range s.streams {
+			streams = append(streams, st)
+		}
+		s.smu.Unlock()
+		for _, st := range streams {
+			st.closeDie()
+		}
+	})
+	return err
+}
+
+// IsClosed reports whether the session has closed, whether by Close, a
+// failed connection, a protocol error or a keepalive timeout.
+func (s *Session) IsClosed() bool { return s.closed.Load() }
+
+// CloseChan is closed when the session closes.
+func (s *Session) CloseChan() <-chan struct{} { return s.die }
+
+// NumStreams returns the number of streams that are not yet closed.
+func (s *Session) NumStreams() int {
+	if s.closed.Load() {
+		return 0
+	}
+	s.smu.Lock()
+	defer s.smu.Unlock()
+	return len(s.streams)
+}
+
+// SetDeadline sets the deadline for AcceptStream; the zero time clears it.
+func (s *Session) SetDeadline(t time.Time) error {
+	if t.IsZero() {
+		s.acceptDL.Store(0)
+	} else {
+		s.acceptDL.Store(t.UnixNano())
+	}
+	return nil
+}
+
+// LocalAddr returns the local address of the connection, if it has one.
+func (s *Session) LocalAddr() net.Addr {
+	if c, ok := s.conn.(interface{ LocalAddr() net.Addr }); ok {
+		return c.LocalAddr()
+	}
+	return nil
+}
+
+// RemoteAddr returns the remote address of the connection, if it has one.
+func (s *Session) RemoteAddr() net.Addr {
+	if c, ok := s.conn.(interface{ RemoteAddr() net.Addr }); ok {
+		return c.RemoteAddr()
+	}
+	return nil
+}
+
+func (s *Session) lookup(id uint32) *Stream {
+	s.smu.Lock()
+	st := s.streams[id]
+	s.smu.Unlock()
+	return st
+}
+
+func (s *Session) removeStream(st *Stream) {
+	s.smu.Lock()
+	if s.streams[st.id] == st {
+		delete(s.streams, st.id)
+	}
+	s.smu.Unlock()
+}
+
+// returnTokens gives back receive budget once the application has read or
+// dropped n bytes, and wakes the reader if it was waiting for budget.
+func (s *Session) returnTokens(n int) {
+	if n == 0 {
+		return
+	}
+	if after := s.bucket.Add(int64(n)); after > 0 && after-int64(n) <= 0 {
+		select {
+		case s.bucketSig <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// keepalive sends a NOP every interval and closes the session when nothing
+// has arrived for the timeout while the reader was free to read.
+func (s *Session) keepalive() {
+	ping := time.NewTicker(s.config.KeepAliveInterval)
+	check := time.NewTicker(s.config.KeepAliveTimeout)
+	defer ping.Stop()
+	defer check.Stop()
+	s.heard.Store(true)
+	for {
+		select {
+		case <-ping.C:
+			s.sendControlAsync(cmdNOP)
+		case <-check.C:
+			if !s.heard.Swap(false) && s.bucket.Load() > 0 {
+				s.closeWith(errKeepAliveTimeout)
+				return
+			}
+		case <-s.die:
+			return
+		}
+	}
+}
+
+var errKeepAliveTimeout error = keepAliveError{}
+
+type keepAliveError struct{}
+
+func (keepAliveError) Error() string   { return "mux: nothing heard from the peer within KeepAliveTimeout" }
+func (keepAliveError) Timeout() bool   { return true }
+func (keepAliveError) Temporary() bool { return false }

@@ -1,0 +1,166 @@
+package mux
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/sha256"
+	"io"
+	"net"
+	"sync"
+	"testing"
+	"time"
+)
+
+// tcpPair returns both ends of a loopback TCP connection.
+func tcpPair(t testing.TB) (net.Conn, net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	ch := make(chan net.Conn, 1)
+	go func() {
+		c, _ := ln.Accept()
+		ch <- c
+	}()
+	a, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := <-ch
+	if b == nil {
+		t.Fatal("accept failed")
+	}
+	t.Cleanup(func() { a.Close(); b.Close() })
+	return a, b
+}
+
+func sessionPair(t testing.TB, cfg *Config) (*Session, *Session) {
+	t.Helper()
+	a, b := tcpPair(t)
+	cs, err := Client(a, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ss, err := Server(b, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cs.Close(); ss.Close() })
+	return cs, ss
+}
+
+func TestEchoManyStreams(t *testing.T) {
+	for _, ver := range []int{1, 2} {
+		cfg := DefaultConfig()
+		cfg.Version = ver
+		cs, ss := sessionPair(t, cfg)
+		go func() {
+			for {
+				st, err := ss.AcceptStream()
+				if err != nil {
+					return
+				}
+				go func() {
+					io.Copy(st, st)
+					st.CloseWrite()
+				}()
+			}
+		}()
+		var wg sync.WaitGroup
+		for i := 0; i < 16; i++ {
+			wg.Add(1)
+			go func(i int) {
+				defer wg.Done()
+				st, err := cs.OpenStream()
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				defer st.Close()
+				data := make([]byte, 1<<uint(10+i%11))
+				rand.Read(data)
+				go func() {
+					st.Write(data)
+					st.CloseWrite()
+				}()
+				got, err := io.ReadAll(st)
+				if err != nil {
+					t.Errorf("v%d stream %d: %v", ver, st.ID(), err)
+					return
+				}
+				if sha256.Sum256(got) != sha256.Sum256(data) {
+					t.Errorf("v%d stream %d: %d bytes back, want %d", ver, st.ID(), len(got), len(data))
+				}
+			}(i)
+		}
+		wg.Wait()
+	}
+}
+
+func TestProtocolErrorClosesSession(t *testing.T) {
+	a, b := tcpPair(t)
+	ss, err := Server(b, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ss.Close()
+	a.Write([]byte{1, 9, 0, 0, 1, 0, 0, 0})
+	select {
+	case <-ss.CloseChan():
+	case <-time.After(time.Second):
+		t.Fatal("session still open after an unknown command")
+	}
+	_, err = ss.AcceptStream()
+	if !errorsIs(err, ErrInvalidProtocol) || !errorsIs(err, io.ErrClosedPipe) {
+		t.Fatalf("AcceptStream error %v, want ErrInvalidProtocol and io.ErrClosedPipe", err)
+	}
+}
+
+func FuzzFrameReader(f *testing.F) {
+	var seed bytes.Buffer
+	h := make([]byte, headerSize)
+	putHeader(h, 2, cmdSYN, 0, 1)
+	seed.Write(h)
+	putHeader(h, 2, cmdPSH, 3, 1)
+	seed.Write(h)
+	seed.WriteString("abc")
+	putHeader(h, 2, cmdUPD, 8, 1)
+	seed.Write(h)
+	seed.Write(make([]byte, 8))
+	f.Add(seed.Bytes(), uint8(2), uint8(16))
+	f.Fuzz(func(t *testing.T, in []byte, ver uint8, bufShift uint8) {
+		size := 16 << (bufShift % 13)
+		fr := newFrameReader(bytes.NewReader(in), size)
+		consumed := 0
+		for i := 0; i < len(in); i++ {
+			h, err := fr.readHeader(int(i % 2 * headerSize))
+			if err != nil {
+				return
+			}
+			consumed += headerSize
+			if err := h.check(ver); err != nil {
+				return
+			}
+			n := h.length()
+			if n > size {
+				n = size
+			}
+			if i%3 == 0 {
+				if err := fr.discard(h.length()); err != nil {
+					return
+				}
+			} else {
+				dst := make([]byte, h.length())
+				if err := fr.readFull(dst); err != nil {
+					return
+				}
+				if !bytes.Equal(dst, in[consumed:consumed+len(dst)]) {
+					t.Fatalf("payload at %d differs from the input", consumed)
+				}
+			}
+			consumed += h.length()
+		}
+	})
+}
