@@ -257,6 +257,8 @@ var errKeepAliveTimeout error = keepAliveError{}
 
 type keepAliveError struct{}
 
-func (keepAliveError) Error() string   { return "mux: nothing heard from the peer within KeepAliveTimeout" }
+func (keepAliveError) Error() string {
+	return "mux: nothing heard from the peer within KeepAliveTimeout"
+}
 func (keepAliveError) Timeout() bool   { return true }
 func (keepAliveError) Temporary() bool { return false }
