@@ -1,0 +1,557 @@
+package tunnel
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/smuxtun/smuxtun/config"
+	"github.com/smuxtun/smuxtun/mux"
+)
+
+const (
+	// probeTimeout is how long a session may stay silent after a stream was
+	// opened on it before the client stops trusting it. KCP has no reset, so
+	// a server that restarted never tells the client; a silent answer to new
+	// traffic is the earliest sign. A session that falls under suspicion is
+	// retired, not killed: its streams keep running, so a merely slow target
+	// costs one extra dial and nothing else.
+	probeTimeout = 3 * time.Second
+	// checkEvery is how often a session's timers and probe are looked at.
+	checkEvery = 500 * time.Millisecond
+	// sessionWait bounds how long a new connection waits for a session
+	// while the pool is (re)dialling.
+	sessionWait = 10 * time.Second
+	// openAttempts is how many sessions a new connection tries.
+	openAttempts = 3
+	// Redial back-off: doubling from backoffMin to backoffMax, with jitter.
+	backoffMin = 100 * time.Millisecond
+	backoffMax = 5 * time.Second
+	// stableAfter is how long a session must live before the back-off
+	// starts again from backoffMin.
+	stableAfter = 10 * time.Second
+)
+
+// ErrNoSession is returned to a connection that found no usable session in
+// time.
+var ErrNoSession = errors.New("no transport session to the server")
+
+// Client accepts local connections and carries each one as a mux stream to
+// the server over a pool of transport sessions.
+type Client struct {
+	cfg    config.Client
+	log    *slog.Logger
+	set    *settings
+	remote addrRange
+	ln     net.Listener
+
+	autoExpire  time.Duration // 0 = never
+	scavengeTTL time.Duration // < 0 = retired sessions wait for their streams
+
+	slots   []*slot
+	rr      atomic.Uint32
+	retired chan retiredSession
+	wg      sync.WaitGroup
+	served  atomic.Bool
+}
+
+// NewClient checks cfg, builds the transport and binds the local listener
+// (TCP, or a unix socket when LocalAddr contains a '/').
+func NewClient(cfg *config.Client, log *slog.Logger) (*Client, error) {
+	if log == nil {
+		log = slog.Default()
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	set, err := newSettings(cfg.Common, log)
+	if err != nil {
+		return nil, err
+	}
+	remote, err := parseAddrRange("remoteaddr", cfg.RemoteAddr)
+	if err != nil {
+		return nil, err
+	}
+	n := cfg.Conn
+	if n < 1 {
+		n = 1
+	}
+	c := &Client{
+		cfg:         *cfg,
+		log:         log,
+		set:         set,
+		remote:      remote,
+		autoExpire:  time.Duration(cfg.AutoExpire) * time.Second,
+		scavengeTTL: time.Duration(cfg.ScavengeTTL) * time.Second,
+		slots:       make([]*slot, n),
+		retired:     make(chan retiredSession),
+	}
+	for i := range c.slots {
+		c.slots[i] = newSlot()
+	}
+	if c.ln, err = listenLocal(cfg.LocalAddr); err != nil {
+		return nil, err
+	}
+	if set.tr.name() == config.TransportTCP && cfg.Crypt != "null" && cfg.Crypt != "none" {
+		log.Warn("transport tcp does not encrypt: crypt applies to kcp packets only", "crypt", cfg.Crypt)
+	}
+	return c, nil
+}
+
+// listenLocal binds addr as TCP, or as a unix socket if it contains a '/'.
+// A socket file left behind by a process that died is replaced.
+func listenLocal(addr string) (net.Listener, error) {
+	if !strings.Contains(addr, "/") {
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			return nil, fmt.Errorf("localaddr %s: %w", addr, err)
+		}
+		return l, nil
+	}
+	l, err := net.Listen("unix", addr)
+	if err != nil && errors.Is(err, syscall.EADDRINUSE) && staleSocket(addr) {
+		os.Remove(addr)
+		l, err = net.Listen("unix", addr)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("localaddr %s: %w", addr, err)
+	}
+	return l, nil
+}
+
+// staleSocket reports whether path is a unix socket nobody listens on.
+func staleSocket(path string) bool {
+	fi, err := os.Lstat(path)
+	if err != nil || fi.Mode()&os.ModeSocket == 0 {
+		return false
+	}
+	c, err := net.DialTimeout("unix", path, time.Second)
+	if err == nil {
+		c.Close()
+		return false
+	}
+	return errors.Is(err, syscall.ECONNREFUSED)
+}
+
+// Addr returns the local listener's address.
+func (c *Client) Addr() net.Addr { return c.ln.Addr() }
+
+// Serve accepts local connections until ctx is cancelled, then closes the
+// listener and every session, waits for every goroutine it started and
+// returns nil. It returns an error if the listener fails for another reason.
+// Serve may be called once.
+func (c *Client) Serve(ctx context.Context) error {
+	if !c.served.CompareAndSwap(false, true) {
+		return errors.New("tunnel: Client.Serve called twice")
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stopListener := context.AfterFunc(ctx, func() { c.ln.Close() })
+	defer stopListener()
+
+	c.log.Info("client listening", "local", c.ln.Addr().String(), "remote", c.cfg.RemoteAddr,
+		"transport", c.set.tr.name(), "conn", len(c.slots), "smuxver", c.set.muxConfig.Version, "comp", !c.set.noComp)
+	for _, sl := range c.slots {
+		c.wg.Add(1)
+		go c.keep(ctx, sl)
+	}
+	c.wg.Add(1)
+	go c.scavenge(ctx)
+
+	var serveErr error
+	var delay time.Duration
+	for {
+		conn, err := c.ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				break
+			}
+			if errors.Is(err, net.ErrClosed) {
+				serveErr = fmt.Errorf("localaddr %s: %w", c.ln.Addr(), err)
+				break
+			}
+			// Out of file descriptors and the like: back off, keep serving.
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			c.log.Warn("accept failed", "err", err, "retry_in", delay)
+			select {
+			case <-time.After(delay):
+			case <-ctx.Done():
+			}
+			continue
+		}
+		delay = 0
+		c.wg.Add(1)
+		go c.handle(ctx, conn)
+	}
+	cancel()
+	c.ln.Close()
+	c.wg.Wait()
+	c.log.Info("client stopped")
+	return serveErr
+}
+
+// handle carries one local connection to the server.
+func (c *Client) handle(ctx context.Context, conn net.Conn) {
+	defer c.wg.Done()
+	var lastErr error
+	for range openAttempts {
+		cs, err := c.pick(ctx)
+		if err != nil {
+			lastErr = err
+			break
+		}
+		st, err := cs.mux.OpenStream()
+		if err != nil {
+			// The session died under us; its keeper replaces it.
+			lastErr = err
+			cs.suspectNow()
+			continue
+		}
+		c.serveStream(ctx, cs, conn, st)
+		return
+	}
+	stats.streamErrors.Add(1)
+	c.log.Warn("cannot open stream", "client", conn.RemoteAddr().String(), "err", lastErr)
+	conn.Close()
+}
+
+func (c *Client) serveStream(ctx context.Context, cs *clientSession, conn net.Conn, st *mux.Stream) {
+	cs.startProbe()
+	stats.streamsOpened.Add(1)
+	stats.streamsActive.Add(1)
+	defer stats.streamsActive.Add(-1)
+	lvl := c.set.streamLevel()
+	c.log.Log(ctx, lvl, "stream opened", "session", cs.id, "stream", st.ID(), "client", conn.RemoteAddr().String())
+	res := pipe(conn, st, c.set.closeWait, ctx.Done(), cs.mux.CloseChan())
+	stats.bytesUp.Add(uint64(res.aToB))
+	stats.bytesDown.Add(uint64(res.bToA))
+	args := []any{"session", cs.id, "stream", st.ID(), "up", res.aToB, "down", res.bToA}
+	if res.err != nil {
+		args = append(args, "err", res.err)
+	}
+	c.log.Log(context.Background(), lvl, "stream closed", args...)
+}
+
+// pick returns a live session, round-robin over the pool, waiting up to
+// sessionWait while every slot is dialling.
+func (c *Client) pick(ctx context.Context) (*clientSession, error) {
+	n := uint32(len(c.slots))
+	start := c.rr.Add(1)
+	for i := range n {
+		if cs := c.slots[(start+i)%n].get(); cs != nil {
+			return cs, nil
+		}
+	}
+	deadline := time.NewTimer(sessionWait)
+	defer deadline.Stop()
+	sl := c.slots[start%n]
+	for {
+		cs, ready := sl.wait()
+		if cs != nil {
+			return cs, nil
+		}
+		select {
+		case <-ready:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-deadline.C:
+			return nil, fmt.Errorf("after %v: %w", sessionWait, ErrNoSession)
+		}
+	}
+}
+
+// keep owns one pool slot: it dials a session, publishes it, watches it and
+// replaces it when it dies, expires or falls under suspicion, until ctx ends.
+func (c *Client) keep(ctx context.Context, sl *slot) {
+	defer c.wg.Done()
+	b := backoff{}
+	for {
+		cs, err := c.dial(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			stats.sessionErrors.Add(1)
+			d := b.next()
+			c.log.Warn("cannot reach server", "remote", c.cfg.RemoteAddr, "err", err, "retry_in", d.Round(time.Millisecond))
+			if !sleepCtx(ctx, d) {
+				return
+			}
+			continue
+		}
+		sl.publish(cs)
+		why := c.watch(ctx, cs)
+		sl.unpublish(cs)
+		if time.Since(cs.born) >= stableAfter {
+			b.reset()
+		}
+		switch why {
+		case endShutdown:
+			cs.close()
+			return
+		case endClosed:
+			cs.close()
+			c.log.Warn("session lost, redialling", "session", cs.id, "remote", cs.mux.RemoteAddr().String())
+			if !sleepCtx(ctx, b.next()) {
+				return
+			}
+		case endExpired:
+			c.log.Info("session expired, replacing it", "session", cs.id)
+			c.retire(ctx, cs, true)
+		case endSuspect:
+			c.log.Warn("session silent after a new stream, replacing it", "session", cs.id, "silent_for", probeTimeout)
+			c.retire(ctx, cs, false)
+		}
+	}
+}
+
+// dial opens one transport session to a random port of the remote range.
+func (c *Client) dial(ctx context.Context) (*clientSession, error) {
+	port := c.remote.min
+	if c.remote.max > c.remote.min {
+		port += rand.IntN(c.remote.max - c.remote.min + 1)
+	}
+	addr := c.remote.addr(port)
+	conn, err := c.set.tr.dial(ctx, addr)
+	if err != nil {
+		return nil, err
+	}
+	rwc, meter := c.set.wrap(conn)
+	m, err := mux.Client(rwc, c.set.muxConfig)
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("mux session to %s: %w", addr, err)
+	}
+	cs := &clientSession{id: sessionIDs.Add(1), mux: m, meter: meter, born: time.Now()}
+	stats.sessionsOpened.Add(1)
+	stats.sessionsActive.Add(1)
+	c.log.Info("session opened", "session", cs.id, "transport", c.set.tr.name(),
+		"local", conn.LocalAddr().String(), "remote", addr)
+	return cs, nil
+}
+
+type endReason int
+
+const (
+	endShutdown endReason = iota
+	endClosed
+	endExpired
+	endSuspect
+)
+
+// watch blocks until the session should leave its slot.
+func (c *Client) watch(ctx context.Context, cs *clientSession) endReason {
+	var expire <-chan time.Time
+	if c.autoExpire > 0 {
+		t := time.NewTimer(c.autoExpire)
+		defer t.Stop()
+		expire = t.C
+	}
+	tick := time.NewTicker(checkEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return endShutdown
+		case <-cs.mux.CloseChan():
+			return endClosed
+		case <-expire:
+			return endExpired
+		case now := <-tick.C:
+			if cs.suspect(now) {
+				return endSuspect
+			}
+		}
+	}
+}
+
+// retiredSession is a session that takes no new streams and is closed once
+// its streams are done (or, for an expired one, after scavengettl).
+type retiredSession struct {
+	cs      *clientSession
+	since   time.Time
+	expired bool
+}
+
+func (c *Client) retire(ctx context.Context, cs *clientSession, expired bool) {
+	select {
+	case c.retired <- retiredSession{cs: cs, since: time.Now(), expired: expired}:
+	case <-ctx.Done():
+		cs.close()
+	}
+}
+
+// scavenge closes retired sessions: at once when they have no stream left
+// or are already dead; expired ones also when scavengettl has passed (a
+// negative scavengettl lets them wait for their last stream, as in kcptun).
+func (c *Client) scavenge(ctx context.Context) {
+	defer c.wg.Done()
+	var list []retiredSession
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			for _, r := range list {
+				r.cs.close()
+			}
+			return
+		case r := <-c.retired:
+			list = append(list, r)
+		case now := <-tick.C:
+			kept := list[:0]
+			for _, r := range list {
+				switch {
+				case r.cs.mux.IsClosed() || r.cs.mux.NumStreams() == 0:
+					r.cs.close()
+				case r.expired && c.scavengeTTL >= 0 && now.Sub(r.since) >= c.scavengeTTL:
+					c.log.Info("retired session reached scavengettl", "session", r.cs.id, "streams", r.cs.mux.NumStreams())
+					r.cs.close()
+				default:
+					kept = append(kept, r)
+				}
+			}
+			clear(list[len(kept):])
+			list = kept
+		}
+	}
+}
+
+// clientSession is one transport session of the pool.
+type clientSession struct {
+	id     uint64
+	mux    *mux.Session
+	meter  *meteredConn
+	born   time.Time
+	closed atomic.Bool
+
+	mu         sync.Mutex
+	probeSince time.Time // zero: no probe pending
+	probeMark  uint64    // transport bytes read when the probe started
+	suspected  bool
+}
+
+// startProbe notes that a stream was just opened: the server should answer
+// something (data, a window update, a keepalive) within probeTimeout.
+func (cs *clientSession) startProbe() {
+	cs.mu.Lock()
+	if cs.probeSince.IsZero() {
+		cs.probeSince = time.Now()
+		cs.probeMark = cs.meter.read.Load()
+	}
+	cs.mu.Unlock()
+}
+
+// suspectNow marks the session unusable at its next check.
+func (cs *clientSession) suspectNow() {
+	cs.mu.Lock()
+	cs.suspected = true
+	cs.mu.Unlock()
+}
+
+// suspect reports whether the session stayed silent through a probe.
+func (cs *clientSession) suspect(now time.Time) bool {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	if cs.suspected {
+		return true
+	}
+	if cs.probeSince.IsZero() {
+		return false
+	}
+	if cs.meter.read.Load() != cs.probeMark {
+		cs.probeSince = time.Time{}
+		return false
+	}
+	return now.Sub(cs.probeSince) >= probeTimeout
+}
+
+func (cs *clientSession) close() {
+	if cs.closed.CompareAndSwap(false, true) {
+		cs.mux.Close()
+		stats.sessionsActive.Add(-1)
+	}
+}
+
+// slot holds the current session of one pool position.
+type slot struct {
+	mu    sync.Mutex
+	cur   *clientSession
+	ready chan struct{} // closed once cur is set
+}
+
+func newSlot() *slot { return &slot{ready: make(chan struct{})} }
+
+// get returns the slot's session if it is usable.
+func (s *slot) get() *clientSession {
+	s.mu.Lock()
+	cs := s.cur
+	s.mu.Unlock()
+	if cs == nil || cs.mux.IsClosed() {
+		return nil
+	}
+	return cs
+}
+
+// wait returns the session, or a channel closed when one is published.
+func (s *slot) wait() (*clientSession, <-chan struct{}) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cur != nil && !s.cur.mux.IsClosed() {
+		return s.cur, nil
+	}
+	return nil, s.ready
+}
+
+func (s *slot) publish(cs *clientSession) {
+	s.mu.Lock()
+	s.cur = cs
+	close(s.ready)
+	s.mu.Unlock()
+}
+
+func (s *slot) unpublish(cs *clientSession) {
+	s.mu.Lock()
+	if s.cur == cs {
+		s.cur = nil
+		s.ready = make(chan struct{})
+	}
+	s.mu.Unlock()
+}
+
+// backoff yields redial delays: doubling from backoffMin to backoffMax,
+// each with up to 25 % random jitter so that many clients do not redial in
+// step.
+type backoff struct{ d time.Duration }
+
+func (b *backoff) next() time.Duration {
+	if b.d == 0 {
+		b.d = backoffMin
+	} else {
+		b.d = min(2*b.d, backoffMax)
+	}
+	return b.d - time.Duration(rand.Int64N(int64(b.d)/4+1))
+}
+
+func (b *backoff) reset() { b.d = 0 }
+
+// sleepCtx waits d; it returns false if ctx ended first.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}

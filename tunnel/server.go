@@ -1,0 +1,227 @@
+package tunnel
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/smuxtun/smuxtun/config"
+	"github.com/smuxtun/smuxtun/mux"
+)
+
+// dialTargetTimeout bounds one connection attempt to the target.
+const dialTargetTimeout = 10 * time.Second
+
+// Server accepts transport sessions on every port of its listen range,
+// accepts their streams and connects each stream to the target.
+type Server struct {
+	cfg       config.Server
+	log       *slog.Logger
+	set       *settings
+	listeners []net.Listener
+	targetNet string // "tcp" or "unix"
+
+	wg     sync.WaitGroup
+	served atomic.Bool
+}
+
+// NewServer checks cfg, builds the transport and binds one listener per
+// port of Listen ("host:port" or "host:min-max"). If any port cannot be
+// bound, the ones already bound are released and the error names the
+// address.
+func NewServer(cfg *config.Server, log *slog.Logger) (*Server, error) {
+	if log == nil {
+		log = slog.Default()
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	set, err := newSettings(cfg.Common, log)
+	if err != nil {
+		return nil, err
+	}
+	r, err := parseAddrRange("listen", cfg.Listen)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{
+		cfg:       *cfg,
+		log:       log,
+		set:       set,
+		targetNet: targetNetwork(cfg.Target),
+	}
+	for p := r.min; p <= r.max; p++ {
+		l, err := set.tr.listen(r.addr(p))
+		if err != nil {
+			for _, l := range s.listeners {
+				l.Close()
+			}
+			return nil, err
+		}
+		s.listeners = append(s.listeners, l)
+	}
+	if set.tr.name() == config.TransportTCP && cfg.Crypt != "null" && cfg.Crypt != "none" {
+		log.Warn("transport tcp does not encrypt: crypt applies to kcp packets only", "crypt", cfg.Crypt)
+	}
+	return s, nil
+}
+
+// targetNetwork tells a unix socket path from a TCP host:port the way
+// kcptun does: whatever does not split as host:port is a path.
+func targetNetwork(target string) string {
+	if _, _, err := net.SplitHostPort(target); err != nil {
+		return "unix"
+	}
+	return "tcp"
+}
+
+// Addrs returns the bound addresses, one per port of the listen range.
+func (s *Server) Addrs() []net.Addr {
+	out := make([]net.Addr, len(s.listeners))
+	for i, l := range s.listeners {
+		out[i] = l.Addr()
+	}
+	return out
+}
+
+// Serve accepts sessions until ctx is cancelled, then closes the listeners
+// and every session, waits for every goroutine it started and returns nil.
+// It returns an error if a listener fails for another reason (after the same
+// clean-up). Serve may be called once.
+func (s *Server) Serve(ctx context.Context) error {
+	if !s.served.CompareAndSwap(false, true) {
+		return errors.New("tunnel: Server.Serve called twice")
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(ctx, func() {
+		for _, l := range s.listeners {
+			l.Close()
+		}
+	})
+	defer stop()
+
+	addrs := make([]string, len(s.listeners))
+	for i, l := range s.listeners {
+		addrs[i] = l.Addr().String()
+	}
+	s.log.Info("server listening", "listen", addrs, "target", s.cfg.Target, "transport", s.set.tr.name(),
+		"smuxver", s.set.muxConfig.Version, "comp", !s.set.noComp)
+
+	errc := make(chan error, len(s.listeners))
+	var accepting sync.WaitGroup
+	for _, l := range s.listeners {
+		accepting.Add(1)
+		go func() {
+			defer accepting.Done()
+			if err := s.acceptLoop(ctx, l); err != nil {
+				errc <- err
+				cancel()
+			}
+		}()
+	}
+	accepting.Wait()
+	cancel()
+	for _, l := range s.listeners {
+		l.Close()
+	}
+	s.wg.Wait()
+	s.log.Info("server stopped")
+	select {
+	case err := <-errc:
+		return err
+	default:
+		return nil
+	}
+}
+
+func (s *Server) acceptLoop(ctx context.Context, l net.Listener) error {
+	var delay time.Duration
+	for {
+		conn, err := l.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			if errors.Is(err, net.ErrClosed) {
+				return fmt.Errorf("listen %s: %w", l.Addr(), err)
+			}
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			s.log.Warn("accept failed", "listen", l.Addr().String(), "err", err, "retry_in", delay)
+			if !sleepCtx(ctx, delay) {
+				return nil
+			}
+			continue
+		}
+		delay = 0
+		s.wg.Add(1)
+		go s.serveSession(ctx, conn)
+	}
+}
+
+// serveSession runs one transport session: it accepts streams until the
+// session ends or ctx is cancelled.
+func (s *Server) serveSession(ctx context.Context, conn net.Conn) {
+	defer s.wg.Done()
+	id := sessionIDs.Add(1)
+	rwc, _ := s.set.wrap(conn)
+	m, err := mux.Server(rwc, s.set.muxConfig)
+	if err != nil {
+		conn.Close()
+		stats.sessionErrors.Add(1)
+		s.log.Warn("cannot start mux session", "session", id, "remote", conn.RemoteAddr().String(), "err", err)
+		return
+	}
+	stats.sessionsOpened.Add(1)
+	stats.sessionsActive.Add(1)
+	s.log.Info("session opened", "session", id, "transport", s.set.tr.name(),
+		"local", conn.LocalAddr().String(), "remote", conn.RemoteAddr().String())
+	stop := context.AfterFunc(ctx, func() { m.Close() })
+	defer func() {
+		stop()
+		m.Close()
+		stats.sessionsActive.Add(-1)
+	}()
+	for {
+		st, err := m.AcceptStream()
+		if err != nil {
+			if ctx.Err() == nil {
+				s.log.Info("session closed", "session", id, "remote", conn.RemoteAddr().String(), "err", err)
+			}
+			return
+		}
+		s.wg.Add(1)
+		go s.serveStream(ctx, id, m, st)
+	}
+}
+
+// serveStream connects one stream to the target and pipes between them.
+func (s *Server) serveStream(ctx context.Context, sid uint64, m *mux.Session, st *mux.Stream) {
+	defer s.wg.Done()
+	lvl := s.set.streamLevel()
+	d := net.Dialer{Timeout: dialTargetTimeout}
+	target, err := d.DialContext(ctx, s.targetNet, s.cfg.Target)
+	if err != nil {
+		st.Close()
+		stats.streamErrors.Add(1)
+		s.log.Warn("cannot reach target", "session", sid, "stream", st.ID(), "target", s.cfg.Target, "err", err)
+		return
+	}
+	stats.streamsOpened.Add(1)
+	stats.streamsActive.Add(1)
+	defer stats.streamsActive.Add(-1)
+	s.log.Log(ctx, lvl, "stream opened", "session", sid, "stream", st.ID(), "target", target.RemoteAddr().String())
+	res := pipe(st, target, s.set.closeWait, ctx.Done(), m.CloseChan())
+	stats.bytesUp.Add(uint64(res.aToB))
+	stats.bytesDown.Add(uint64(res.bToA))
+	args := []any{"session", sid, "stream", st.ID(), "up", res.aToB, "down", res.bToA}
+	if res.err != nil {
+		args = append(args, "err", res.err)
+	}
+	s.log.Log(context.Background(), lvl, "stream closed", args...)
+}

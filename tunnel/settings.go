@@ -1,0 +1,163 @@
+package tunnel
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/smuxtun/smuxtun/config"
+	"github.com/smuxtun/smuxtun/crypt"
+	"github.com/smuxtun/smuxtun/mux"
+)
+
+// Errors for settings the tunnel refuses.
+var (
+	// ErrRawTCP is returned for --tcp (kcptun's raw-socket TCP emulation).
+	ErrRawTCP = errors.New("tcp: raw-socket TCP emulation is not supported yet; use --transport tcp for a plain TCP link")
+	// ErrQPP is returned for --QPP (kcptun's quantum permutation pads).
+	ErrQPP = errors.New("qpp: quantum permutation pads are not supported yet")
+	// ErrTransport is returned for a transport name other than kcp or tcp.
+	ErrTransport = errors.New("unknown transport")
+)
+
+// settings is what both ends derive from config.Common.
+type settings struct {
+	tr        transport
+	muxConfig *mux.Config
+	noComp    bool
+	closeWait time.Duration
+	quiet     bool
+}
+
+// newSettings builds the transport and mux configuration. It works on a copy
+// of c, so the caller's struct is left as given.
+func newSettings(c config.Common, log *slog.Logger) (*settings, error) {
+	if c.TCP {
+		return nil, ErrRawTCP
+	}
+	if c.QPP {
+		return nil, ErrQPP
+	}
+	if err := c.ApplyMode(); err != nil {
+		return nil, err
+	}
+	s := &settings{
+		noComp:    c.NoComp,
+		closeWait: time.Duration(c.CloseWait) * time.Second,
+		quiet:     c.Quiet,
+	}
+	switch c.Transport {
+	case "", config.TransportKCP:
+		block, err := crypt.New(c.Crypt, c.Key)
+		if err != nil {
+			return nil, err
+		}
+		s.tr = &kcpTransport{
+			block:       block,
+			dataShard:   c.DataShard,
+			parityShard: c.ParityShard,
+			noDelay:     c.NoDelay,
+			interval:    c.Interval,
+			resend:      c.Resend,
+			noCongest:   c.NoCongestion,
+			mtu:         c.MTU,
+			sndWnd:      c.SndWnd,
+			rcvWnd:      c.RcvWnd,
+			ackNoDelay:  c.AckNodelay,
+			dscp:        c.DSCP,
+			sockBuf:     c.SockBuf,
+			rateLimit:   c.RateLimit,
+			log:         log,
+		}
+	case config.TransportTCP:
+		s.tr = tcpTransport{}
+	default:
+		return nil, fmt.Errorf("transport %q: %w (valid: kcp, tcp)", c.Transport, ErrTransport)
+	}
+
+	mc := mux.DefaultConfig()
+	mc.Version = c.SmuxVer
+	if c.SmuxBuf > 0 {
+		mc.MaxReceiveBuffer = c.SmuxBuf
+	}
+	if c.StreamBuf > 0 {
+		mc.MaxStreamBuffer = c.StreamBuf
+	}
+	if c.FrameSize > 0 {
+		mc.MaxFrameSize = c.FrameSize
+	}
+	if c.KeepAlive > 0 {
+		mc.KeepAliveInterval = time.Duration(c.KeepAlive) * time.Second
+		// As kcptun does: the timeout stays smux's 30 s unless the interval
+		// reaches it, so a peer keeping kcptun's 10 s interval never looks dead.
+		if mc.KeepAliveInterval >= mc.KeepAliveTimeout {
+			mc.KeepAliveTimeout = 3 * mc.KeepAliveInterval
+		}
+	} else {
+		mc.KeepAliveDisabled = true
+	}
+	if err := mux.VerifyConfig(mc); err != nil {
+		return nil, fmt.Errorf("mux settings: %w", err)
+	}
+	s.muxConfig = mc
+	return s, nil
+}
+
+// wrap prepares a transport connection for the mux: a byte meter (the
+// client's liveness probe reads it), then snappy framing unless nocomp.
+func (s *settings) wrap(c net.Conn) (io.ReadWriteCloser, *meteredConn) {
+	m := &meteredConn{Conn: c}
+	if s.noComp {
+		return m, m
+	}
+	return newCompConn(m), m
+}
+
+// streamLevel is the level of per-stream events: Info, or Debug with
+// --quiet so that the default handler drops them.
+func (s *settings) streamLevel() slog.Level {
+	if s.quiet {
+		return slog.LevelDebug
+	}
+	return slog.LevelInfo
+}
+
+// meteredConn counts the bytes read from a transport connection.
+type meteredConn struct {
+	net.Conn
+	read atomic.Uint64
+}
+
+func (m *meteredConn) Read(p []byte) (int, error) {
+	n, err := m.Conn.Read(p)
+	if n > 0 {
+		m.read.Add(uint64(n))
+	}
+	return n, err
+}
+
+// addrRange is a host with an inclusive port range (kcptun's host:min-max).
+type addrRange struct {
+	host     string
+	min, max int
+}
+
+func parseAddrRange(what, s string) (addrRange, error) {
+	host, lo, hi, err := config.ParseAddrRange(s)
+	if err != nil {
+		return addrRange{}, fmt.Errorf("%s %q: %w", what, s, err)
+	}
+	return addrRange{host: host, min: lo, max: hi}, nil
+}
+
+func (a addrRange) addr(port int) string {
+	return net.JoinHostPort(a.host, strconv.Itoa(port))
+}
+
+// sessionIDs numbers transport sessions for logs.
+var sessionIDs atomic.Uint64
