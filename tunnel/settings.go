@@ -148,6 +148,11 @@ type addrRange struct {
 }
 
 func parseAddrRange(what, s string) (addrRange, error) {
+	// Port 0 (any free port) is fine for a listener; config.ParseAddrRange
+	// only knows ranges of real ports.
+	if host, port, err := net.SplitHostPort(s); err == nil && port == "0" {
+		return addrRange{host: host}, nil
+	}
 	host, lo, hi, err := config.ParseAddrRange(s)
 	if err != nil {
 		return addrRange{}, fmt.Errorf("%s %q: %w", what, s, err)
