@@ -260,13 +260,13 @@ func checkGoroutines(t *testing.T) {
 // randomData is one block of pseudo-random bytes shared read-only by every
 // transfer; a transfer of n bytes uses a slice of it at some offset.
 var randomData = sync.OnceValue(func() []byte {
-	b := make([]byte, 9<<20)
+	b := make([]byte, 11<<20)
 	r := rand.NewChaCha8([32]byte{'s', 'm', 'u', 'x', 't', 'u', 'n'})
 	_, _ = r.Read(b)
 	return b
 })
 
-// payload returns n pseudo-random bytes (n <= 9 MiB) chosen by rng.
+// payload returns n pseudo-random bytes (n <= 11 MiB) chosen by rng.
 func payload(rng *rand.Rand, n int) []byte {
 	data := randomData()
 	off := rng.IntN(len(data) - n + 1)
