@@ -6,7 +6,8 @@
 #   make bench     the mux and tunnel benchmarks (5 runs each, for benchstat)
 #   make fuzz      every Fuzz target for FUZZTIME each
 #   make lint      gofmt, go vet, the Dockerfile and the systemd units
-#   make release   static binaries for every platform in dist/, with SHA256SUMS
+#   make release   static binaries for every platform in dist/, with SHA256SUMS,
+#                  then checks them (scripts/check-release.sh)
 #   make man       man pages in man/ (generated from the CLI definitions)
 #   make completion  bash, zsh and fish completion scripts in completion/
 #   make clean
@@ -68,8 +69,11 @@ lint:
 	$(GO) vet ./...
 	@if command -v hadolint >/dev/null 2>&1; then \
 		echo "hadolint Dockerfile"; hadolint Dockerfile; \
+	elif command -v npx >/dev/null 2>&1; then \
+		echo "hadolint not installed: dockerfile-utils lint Dockerfile (from npm)"; \
+		npx --yes dockerfile-utils@0.16.3 lint Dockerfile; \
 	else \
-		echo "hadolint not installed: the Dockerfile is checked by TestDockerfile in e2e/ instead"; \
+		echo "no Dockerfile linter installed: TestDockerfile in e2e/ checks it"; \
 	fi
 	@if command -v systemd-analyze >/dev/null 2>&1; then \
 		$(GO) test -count=1 -run 'TestSystemdUnits' ./e2e/; \
@@ -91,7 +95,7 @@ release:
 		done; \
 	done
 	cd $(DIST) && sha256sum smuxtun-* > SHA256SUMS
-	@echo "$(DIST)/:"; ls -l $(DIST)
+	scripts/check-release.sh $(DIST) $(VERSION)
 
 man: build
 	@mkdir -p man
