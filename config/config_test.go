@@ -222,7 +222,7 @@ func checkField(t *testing.T, name string, err error, key, reason string) {
 		t.Errorf("%s: error %v, want a *FieldError for %q", name, err, key)
 		return
 	}
-	if fe.Key != key || !strings.HasPrefix(err.Error(), key+" ") || !strings.Contains(err.Error(), reason) {
+	if fe.Key != key || !(strings.HasPrefix(err.Error(), key+" ") || strings.HasPrefix(err.Error(), key+": ")) || !strings.Contains(err.Error(), reason) {
 		t.Errorf("%s: error %q (key %q), want it to start with %q and mention %q", name, err, fe.Key, key, reason)
 	}
 	if strings.Contains(err.Error(), "\n") {

@@ -26,6 +26,9 @@ type FieldError struct {
 }
 
 func (e *FieldError) Error() string {
+	if e.Value == nil {
+		return e.Key + ": " + e.Reason
+	}
 	v := e.Value
 	if s, ok := v.(string); ok {
 		v = fmt.Sprintf("%q", s)
@@ -118,7 +121,7 @@ var ErrUnknownCipher = errors.New("unknown cipher")
 // validate checks the settings both ends share.
 func (s *Common) validate(c *checker) {
 	if c.err == nil && s.Key == "" {
-		c.fail(fieldErr("key", s.Key, "missing: give a pre-shared key (--key, $SMUXTUN_KEY or $KCPTUN_KEY); there is no built-in default"))
+		c.fail(fieldErr("key", nil, "missing: give a pre-shared key (--key, $SMUXTUN_KEY or $KCPTUN_KEY); there is no built-in default"))
 	}
 	c.oneOf("crypt", s.Crypt, cipherNames, ErrUnknownCipher)
 	c.oneOf("mode", s.Mode, Modes(), ErrUnknownMode)
