@@ -441,12 +441,15 @@ type clientSession struct {
 }
 
 // startProbe notes that a stream was just opened: the server should answer
-// something (data, a window update, a keepalive) within probeTimeout.
+// something (data, a window update, a keepalive) within probeTimeout. The
+// probe runs from the oldest stream opened since the session last heard
+// from the server, so a stream of new connections to a dead server cannot
+// keep pushing the verdict back.
 func (cs *clientSession) startProbe() {
 	cs.mu.Lock()
-	if cs.probeSince.IsZero() {
+	if cur := cs.meter.read.Load(); cs.probeSince.IsZero() || cur != cs.probeMark {
 		cs.probeSince = time.Now()
-		cs.probeMark = cs.meter.read.Load()
+		cs.probeMark = cur
 	}
 	cs.mu.Unlock()
 }
