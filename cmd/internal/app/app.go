@@ -1,0 +1,220 @@
+// Package app is the command line of smuxtun-client and smuxtun-server:
+// kcptun's flags bound to the configuration, the -c JSON file, the key from
+// the environment, one-line errors, --version, and the generated man page and
+// shell completion. What happens once the configuration is valid lives in
+// run.go.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+
+	"github.com/smuxtun/smuxtun/config"
+	"github.com/smuxtun/smuxtun/tunnel"
+	"github.com/urfave/cli/v2"
+)
+
+// Environment variables that supply the key when --key is not given.
+const (
+	envKey       = "SMUXTUN_KEY"
+	envKcptunKey = "KCPTUN_KEY"
+)
+
+// Kind selects which binary Main runs as.
+type Kind int
+
+// The two binaries.
+const (
+	Client Kind = iota
+	Server
+)
+
+// Name returns the binary's name.
+func (k Kind) Name() string {
+	if k == Server {
+		return "smuxtun-server"
+	}
+	return "smuxtun-client"
+}
+
+// Exit codes.
+const (
+	exitOK      = 0
+	exitFailure = 1 // the tunnel could not start or stopped with an error
+	exitUsage   = 2 // a flag, a config file or a setting is invalid
+)
+
+// usageError marks an error in what the operator asked for, as opposed to a
+// failure while running.
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+func usagef(format string, args ...any) error {
+	return usageError{fmt.Errorf(format, args...)}
+}
+
+// daemon is what tunnel.Client and tunnel.Server have in common.
+type daemon interface {
+	Serve(ctx context.Context) error
+}
+
+// binary is one of the two programs: its configuration, the flags bound to
+// it and the few calls that differ between client and server.
+type binary struct {
+	kind     Kind
+	usage    string
+	common   *config.Common
+	opts     []option
+	load     func(path string) error
+	validate func() error
+	start    func(log *slog.Logger) (daemon, error)
+}
+
+func newBinary(kind Kind) *binary {
+	b := &binary{kind: kind}
+	switch kind {
+	case Server:
+		cfg := config.DefaultServer()
+		b.usage = "accept smuxtun or kcptun clients and connect their streams to a target"
+		b.common = &cfg.Common
+		b.opts = serverOptions(cfg)
+		b.load = func(path string) error { return config.LoadJSON(path, cfg) }
+		b.validate = cfg.Validate
+		b.start = func(log *slog.Logger) (daemon, error) { return tunnel.NewServer(cfg, log) }
+	default:
+		cfg := config.DefaultClient()
+		b.usage = "carry local TCP connections to a smuxtun or kcptun server"
+		b.common = &cfg.Common
+		b.opts = clientOptions(cfg)
+		b.load = func(path string) error { return config.LoadJSON(path, cfg) }
+		b.validate = cfg.Validate
+		b.start = func(log *slog.Logger) (daemon, error) { return tunnel.NewClient(cfg, log) }
+	}
+	return b
+}
+
+// Main runs the binary with args (os.Args) and returns the exit code. Every
+// error is reported as exactly one line on stderr.
+func Main(kind Kind, version string, args []string, stdout, stderr io.Writer) int {
+	err := newApp(newBinary(kind), version, stdout, stderr).Run(args)
+	if err == nil {
+		return exitOK
+	}
+	msg := strings.ReplaceAll(err.Error(), "\n", " ")
+	fmt.Fprintf(stderr, "%s: %s\n", kind.Name(), msg)
+	if errors.As(err, new(usageError)) {
+		return exitUsage
+	}
+	return exitFailure
+}
+
+// newApp builds the urfave/cli application for b.
+func newApp(b *binary, version string, stdout, stderr io.Writer) *cli.App {
+	name := b.kind.Name()
+	flags := make([]cli.Flag, 0, len(b.opts)+3)
+	for _, o := range b.opts {
+		flags = append(flags, o.flag)
+	}
+	flags = append(flags,
+		&cli.StringFlag{
+			Name: "config", Aliases: []string{"c"}, Category: catOps, TakesFile: true,
+			Usage: "read settings from a kcptun JSON file (keys are the flag names); flags given on the command line win over the file",
+		},
+		&cli.BoolFlag{Name: flagGenMan, Hidden: true, Usage: "print the man page and exit"},
+		&cli.StringFlag{Name: flagGenCompletion, Hidden: true, Usage: "print the completion script for bash, zsh or fish and exit"},
+	)
+	return &cli.App{
+		Name:      name,
+		HelpName:  name,
+		Usage:     b.usage,
+		UsageText: name + " [flags]",
+		Description: "A kcptun-compatible tunnel: every TCP connection becomes one smux stream over a single " +
+			"KCP (UDP) or TCP link. Settings come from, in order of precedence: flags given on the command line, " +
+			"the -c JSON file, $" + envKey + " or $" + envKcptunKey + " (the key only), the defaults shown below.",
+		Version:         versionString(version),
+		Flags:           flags,
+		HideHelpCommand: true,
+		Writer:          stdout,
+		ErrWriter:       stderr,
+		// urfave/cli would print the whole help after a bad flag; one line is enough.
+		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
+			msg := err.Error()
+			if flag, ok := strings.CutPrefix(msg, "flag provided but not defined: "); ok {
+				msg = "unknown flag " + flag
+			}
+			return usagef("%s (see --help)", msg)
+		},
+		// Main decides the exit code; urfave/cli must not exit on its own.
+		ExitErrHandler: func(*cli.Context, error) {},
+		Action: func(c *cli.Context) error {
+			if c.Bool(flagGenMan) {
+				return writeMan(c.App, stdout)
+			}
+			if sh := c.String(flagGenCompletion); sh != "" {
+				return writeCompletion(c.App, sh, stdout)
+			}
+			if c.NArg() > 0 {
+				return usagef("unexpected argument %q: %s takes flags only (see --help)", c.Args().First(), name)
+			}
+			if err := b.configure(c); err != nil {
+				return err
+			}
+			return run(c.Context, b, c.App.Version, stderr)
+		},
+	}
+}
+
+// configure layers the settings: defaults, then the -c file, then flags
+// given on the command line; the key falls back to the environment. It
+// returns a usageError naming the flag or key at fault.
+func (b *binary) configure(c *cli.Context) error {
+	file := c.String("config")
+	if file != "" {
+		if err := b.load(file); err != nil {
+			return usageError{err}
+		}
+	}
+	for _, o := range b.opts {
+		o.apply(c)
+	}
+	if b.common.Key == "" && !c.IsSet("key") {
+		b.common.Key = keyFromEnv()
+	}
+	if err := b.validate(); err != nil {
+		return usageError{b.explain(c, err, file)}
+	}
+	return nil
+}
+
+// keyFromEnv returns $SMUXTUN_KEY, or else $KCPTUN_KEY.
+func keyFromEnv() string {
+	if k := os.Getenv(envKey); k != "" {
+		return k
+	}
+	return os.Getenv(envKcptunKey)
+}
+
+// explain says where a bad value came from: a flag, the file, or a default
+// (which only happens for the key, or for a value a default depends on).
+func (b *binary) explain(c *cli.Context, err error, file string) error {
+	var fe *config.FieldError
+	if !errors.As(err, &fe) {
+		return err
+	}
+	for _, o := range b.opts {
+		if o.key == fe.Key && c.IsSet(o.flag.Names()[0]) {
+			return fmt.Errorf("--%s", err)
+		}
+	}
+	if file != "" && fe.Key != "key" {
+		return fmt.Errorf("config file %s: %w", file, err)
+	}
+	return err
+}

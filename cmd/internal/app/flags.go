@@ -1,0 +1,127 @@
+package app
+
+import (
+	"strings"
+
+	"github.com/smuxtun/smuxtun/config"
+	"github.com/urfave/cli/v2"
+)
+
+// Help categories; urfave/cli sorts them by name, which happens to be the
+// order an operator reads them in.
+const (
+	catTunnel = "Connection"
+	catKCP    = "KCP"
+	catMux    = "Mux"
+	catOps    = "Operation"
+	catLater  = "Unsupported"
+)
+
+// option is one command-line flag bound to a field of the configuration:
+// the flag shows the field's default, and apply copies the flag's value into
+// the field only if the flag was given on the command line, so that values
+// from a -c file survive unless overridden.
+type option struct {
+	flag  cli.Flag
+	key   string // the JSON key the flag sets
+	apply func(c *cli.Context)
+}
+
+func strOpt(name string, aliases []string, cat string, p *string, usage string) option {
+	return option{
+		flag: &cli.StringFlag{Name: name, Aliases: aliases, Category: cat, Value: *p, Usage: usage},
+		key:  name,
+		apply: func(c *cli.Context) {
+			if c.IsSet(name) {
+				*p = c.String(name)
+			}
+		},
+	}
+}
+
+func intOpt(name string, aliases []string, cat string, p *int, usage string) option {
+	return option{
+		flag: &cli.IntFlag{Name: name, Aliases: aliases, Category: cat, Value: *p, Usage: usage},
+		key:  name,
+		apply: func(c *cli.Context) {
+			if c.IsSet(name) {
+				*p = c.Int(name)
+			}
+		},
+	}
+}
+
+func boolOpt(name string, aliases []string, cat string, p *bool, usage string) option {
+	return option{
+		flag: &cli.BoolFlag{Name: name, Aliases: aliases, Category: cat, Value: *p, Usage: usage},
+		key:  name,
+		apply: func(c *cli.Context) {
+			if c.IsSet(name) {
+				*p = c.Bool(name)
+			}
+		},
+	}
+}
+
+// commonOptions binds the flags both binaries share to cfg.
+func commonOptions(cfg *config.Common) []option {
+	opts := []option{
+		strOpt("key", nil, catTunnel, &cfg.Key,
+			"pre-shared secret, must match the peer (also $"+envKey+" or $"+envKcptunKey+"); required, there is no built-in key"),
+		strOpt("crypt", nil, catTunnel, &cfg.Crypt, "packet cipher: "+strings.Join(config.Ciphers(), ", ")),
+		strOpt("mode", nil, catKCP, &cfg.Mode, "KCP profile: "+strings.Join(config.Modes(), ", ")+" (manual uses --nodelay, --interval, --resend, --nc)"),
+		strOpt("transport", nil, catTunnel, &cfg.Transport, "link to the peer: kcp (UDP) or tcp (for networks that block UDP; both ends must agree)"),
+		boolOpt("nocomp", nil, catTunnel, &cfg.NoComp, "disable snappy compression (must match the peer)"),
+		intOpt("mtu", nil, catKCP, &cfg.MTU, "maximum size of a UDP packet, 64..1500"),
+		intOpt("ratelimit", nil, catKCP, &cfg.RateLimit, "maximum outgoing bytes per second per KCP session, 0 = unlimited"),
+		intOpt("sndwnd", nil, catKCP, &cfg.SndWnd, "send window in packets"),
+		intOpt("rcvwnd", nil, catKCP, &cfg.RcvWnd, "receive window in packets"),
+		intOpt("datashard", []string{"ds"}, catKCP, &cfg.DataShard, "Reed-Solomon data shards (must match the peer; 0 disables FEC)"),
+		intOpt("parityshard", []string{"ps"}, catKCP, &cfg.ParityShard, "Reed-Solomon parity shards (must match the peer; 0 disables FEC)"),
+		intOpt("dscp", nil, catKCP, &cfg.DSCP, "DSCP value for outgoing packets, 0..63"),
+		boolOpt("acknodelay", nil, catKCP, &cfg.AckNodelay, "send ACKs at once instead of with the next flush"),
+		intOpt("nodelay", nil, catKCP, &cfg.NoDelay, "manual mode: 1 enables KCP nodelay"),
+		intOpt("interval", nil, catKCP, &cfg.Interval, "manual mode: KCP flush interval in milliseconds, 10..5000"),
+		intOpt("resend", nil, catKCP, &cfg.Resend, "manual mode: fast resend after this many skipped ACKs, 0 = off"),
+		intOpt("nc", nil, catKCP, &cfg.NoCongestion, "manual mode: 1 disables congestion control"),
+		intOpt("sockbuf", nil, catKCP, &cfg.SockBuf, "UDP socket send and receive buffer in bytes"),
+		intOpt("smuxver", nil, catMux, &cfg.SmuxVer, "smux protocol version, 1 or 2 (must match the peer)"),
+		intOpt("smuxbuf", nil, catMux, &cfg.SmuxBuf, "receive buffer of a mux session in bytes"),
+		intOpt("framesize", nil, catMux, &cfg.FrameSize, "largest mux frame payload in bytes, at most 65535"),
+		intOpt("streambuf", nil, catMux, &cfg.StreamBuf, "receive window of one stream in bytes (smux v2), at most --smuxbuf"),
+		intOpt("keepalive", nil, catMux, &cfg.KeepAlive, "seconds between keepalive frames"),
+		intOpt("closewait", nil, catTunnel, &cfg.CloseWait, "seconds one direction of a connection may linger after the other has ended"),
+		strOpt("snmplog", nil, catOps, &cfg.SnmpLog, "append counters as CSV to this file; Go time layout in the name starts new files, e.g. ./snmp-20060102.log"),
+		intOpt("snmpperiod", nil, catOps, &cfg.SnmpPeriod, "seconds between two --snmplog rows"),
+		strOpt("log", nil, catOps, &cfg.Log, "append the log to this file instead of stderr"),
+		boolOpt("quiet", nil, catOps, &cfg.Quiet, "do not log each stream opening and closing"),
+		boolOpt("pprof", nil, catOps, &cfg.Pprof, "serve net/http/pprof on --pprofaddr"),
+		strOpt("pprofaddr", nil, catOps, &cfg.PprofAddr, "loopback host:port for --pprof"),
+		boolOpt("tcp", nil, catLater, &cfg.TCP, "kcptun's raw-socket TCP emulation (not supported yet; see --transport tcp)"),
+		boolOpt("QPP", []string{"qpp"}, catLater, &cfg.QPP, "kcptun's Quantum Permutation Pads (not supported yet)"),
+		intOpt("QPPCount", []string{"qpp-count"}, catLater, &cfg.QPPCount, "number of QPP pads (not supported yet)"),
+	}
+	// The JSON keys of the QPP flags differ from kcptun's flag names.
+	opts[len(opts)-2].key = "qpp"
+	opts[len(opts)-1].key = "qpp-count"
+	return opts
+}
+
+// clientOptions binds every smuxtun-client flag to cfg.
+func clientOptions(cfg *config.Client) []option {
+	return append([]option{
+		strOpt("localaddr", []string{"l"}, catTunnel, &cfg.LocalAddr, "where to accept connections: host:port, or a unix socket path"),
+		strOpt("remoteaddr", []string{"r"}, catTunnel, &cfg.RemoteAddr, "the server: host:port, or host:min-max to spread sessions over a port range"),
+		intOpt("conn", nil, catTunnel, &cfg.Conn, "number of transport sessions to the server"),
+		intOpt("autoexpire", nil, catTunnel, &cfg.AutoExpire, "replace a session after this many seconds, 0 = never"),
+		intOpt("scavengettl", nil, catTunnel, &cfg.ScavengeTTL, "close a replaced session this many seconds later, even if streams remain"),
+	}, commonOptions(&cfg.Common)...)
+}
+
+// serverOptions binds every smuxtun-server flag to cfg.
+func serverOptions(cfg *config.Server) []option {
+	return append([]option{
+		strOpt("listen", []string{"l"}, catTunnel, &cfg.Listen, "where to accept clients: host:port, or host:min-max for a port range"),
+		strOpt("target", []string{"t"}, catTunnel, &cfg.Target, "where to send each stream: host:port, or a unix socket path"),
+	}, commonOptions(&cfg.Common)...)
+}

@@ -1,0 +1,120 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/smuxtun/smuxtun/tunnel"
+)
+
+// shutdownGrace bounds a graceful exit: after SIGINT or SIGTERM the tunnel
+// has this long to close its sessions before the process gives up on it.
+const shutdownGrace = 4 * time.Second
+
+// run starts the tunnel described by b and serves until SIGINT or SIGTERM.
+// stderr receives the log unless --log names a file.
+func run(parent context.Context, b *binary, version string, stderr io.Writer) error {
+	cfg := b.common
+	logOut := stderr
+	if cfg.Log != "" {
+		f, err := os.OpenFile(cfg.Log, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+		if err != nil {
+			return usagef("log: %w", err)
+		}
+		defer f.Close()
+		logOut = f
+	}
+	log := slog.New(slog.NewTextHandler(logOut, nil))
+	if cfg.SnmpLog != "" {
+		// Fail now rather than at the first tick, a minute later. An empty
+		// file is fine: the logger writes the CSV header into it.
+		f, err := os.OpenFile(tunnel.SnmpLogPath(cfg.SnmpLog, time.Now()), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+		if err != nil {
+			return usagef("snmplog: %w", err)
+		}
+		f.Close()
+	}
+
+	ctx, stop := signal.NotifyContext(parent, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	if cfg.Pprof {
+		stopPprof, err := servePprof(cfg.PprofAddr, log)
+		if err != nil {
+			return err
+		}
+		defer stopPprof()
+	}
+
+	d, err := b.start(log)
+	if err != nil {
+		return err
+	}
+	log.Info("starting", "program", b.kind.Name(), "version", version, "crypt", cfg.Crypt, "mode", cfg.Mode,
+		"transport", cfg.Transport, "mtu", cfg.MTU, "sndwnd", cfg.SndWnd, "rcvwnd", cfg.RcvWnd,
+		"datashard", cfg.DataShard, "parityshard", cfg.ParityShard, "smuxver", cfg.SmuxVer, "nocomp", cfg.NoComp)
+
+	stopDump := dumpOnSignal(logOut, log)
+	defer stopDump()
+
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		_ = tunnel.RunSnmpLogger(ctx, cfg.SnmpLog, time.Duration(cfg.SnmpPeriod)*time.Second, log)
+	}()
+	// Once a signal has arrived, give Serve shutdownGrace, then leave anyway.
+	go func() {
+		select {
+		case <-done:
+			return
+		case <-ctx.Done():
+		}
+		log.Info("shutting down")
+		select {
+		case <-done:
+		case <-time.After(shutdownGrace):
+			log.Error("shutdown took too long, exiting", "grace", shutdownGrace)
+			fmt.Fprintf(os.Stderr, "%s: shutdown took longer than %s\n", b.kind.Name(), shutdownGrace)
+			os.Exit(exitFailure)
+		}
+	}()
+
+	if err := d.Serve(ctx); err != nil {
+		return err
+	}
+	log.Info("stopped")
+	return nil
+}
+
+// servePprof serves net/http/pprof on addr (validated to be loopback) and
+// returns a function that stops it.
+func servePprof(addr string, log *slog.Logger) (func(), error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("pprofaddr %s: %w", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Warn("pprof server stopped", "addr", addr, "err", err)
+		}
+	}()
+	log.Info("pprof listening", "addr", ln.Addr().String())
+	return func() { srv.Close() }, nil
+}
