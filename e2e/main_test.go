@@ -6,7 +6,11 @@
 // example configs.
 //
 // TestMain builds both binaries once, into a temporary folder, the way the
-// Dockerfile and `make release` build them (CGO_ENABLED=0, -trimpath).
+// Dockerfile and `make release` build them (CGO_ENABLED=0, -trimpath), or
+// takes them from the folder $SMUXTUN_E2E_BIN names, to test binaries built
+// elsewhere:
+//
+//	SMUXTUN_E2E_BIN=$PWD/bin go test ./e2e/
 package e2e
 
 import (
@@ -30,6 +34,7 @@ const testVersion = "v0.0.0-e2e"
 var (
 	binDir   string // holds smuxtun-server and smuxtun-client
 	repoRoot string // the module root
+	prebuilt bool   // binDir came from $SMUXTUN_E2E_BIN, not built with testVersion
 )
 
 func TestMain(m *testing.M) {
@@ -43,6 +48,11 @@ func run(m *testing.M) int {
 		return 1
 	}
 	repoRoot = root
+	if dir := os.Getenv("SMUXTUN_E2E_BIN"); dir != "" {
+		// Test binaries built elsewhere (a release, an install) instead.
+		binDir, prebuilt = dir, true
+		return m.Run()
+	}
 	dir, err := os.MkdirTemp("", "smuxtun-e2e-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "e2e:", err)

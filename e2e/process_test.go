@@ -115,8 +115,12 @@ func TestVersion(t *testing.T) {
 			p.Kill()
 			t.Fatalf("%s --version did not exit", name)
 		}
-		if p.ExitCode() != 0 || !strings.Contains(p.Output(), testVersion) {
-			t.Errorf("%s --version: want exit 0 and %q in the output, got:\n%s", name, testVersion, p.Describe())
+		want := testVersion
+		if prebuilt {
+			want = "" // whatever version they were stamped with
+		}
+		if p.ExitCode() != 0 || strings.TrimSpace(p.Output()) == "" || !strings.Contains(p.Output(), want) {
+			t.Errorf("%s --version: want exit 0 and %q in the output, got:\n%s", name, want, p.Describe())
 		}
 	}
 }
