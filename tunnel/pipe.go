@@ -37,7 +37,9 @@ type pipeResult struct {
 // direction blocked on the non-mux side would otherwise never notice.
 //
 // closeWait bounds how long the surviving direction may stay idle once the
-// other has ended: if it moves no byte for closeWait, both are closed. Zero
+// other has ended: it is checked every closeWait, and if it moved no byte
+// since the last check both are closed (so an idle pair goes after one to
+// two closeWait periods). Zero
 // means no bound: the pair lives until the surviving direction ends by
 // itself. (kcptun instead closes the pair closeWait after the first
 // direction ends, busy or not; an idle bound keeps a long reply after a
