@@ -267,3 +267,60 @@ func runMalformed(t *testing.T, version int, tc malformedCase) {
 		tc.check(t, outcomes[0])
 	}
 }
+
+// TestWindowShrinkWhileQueued: a v2 peer may advertise a window smaller than
+// what is already in flight (the receiver's first UPD does this whenever its
+// MaxStreamBuffer is below the 256 KiB a sender assumes at first). The sender
+// must then hold back, not panic, and it must still end cleanly.
+func TestWindowShrinkWhileQueued(t *testing.T) {
+	checkGoroutines(t)
+	raw, conn := tcpPair(t)
+	cfg := defaultConfig(2)
+	cfg.keepAliveDisabled = true
+	s, err := mux.Server(conn, cfg.ours())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+
+	if _, err := raw.Write(rawFrame(2, cmdSYN, 1, nil)); err != nil {
+		t.Fatal(err)
+	}
+	s.SetDeadline(time.Now().Add(5 * time.Second))
+	st, err := s.AcceptStream()
+	if err != nil {
+		t.Fatalf("accept: %v", err)
+	}
+	// A huge window: our side sends until the socket buffers are full (the
+	// raw peer does not read yet), so the stream stays queued with data.
+	if _, err := raw.Write(rawFrame(2, cmdUPD, 1, updPayload(0, 1<<30))); err != nil {
+		t.Fatal(err)
+	}
+	wrote := make(chan error, 1)
+	go func() {
+		_, err := st.Write(make([]byte, 64<<20))
+		wrote <- err
+	}()
+	time.Sleep(300 * time.Millisecond)
+	// Now the window closes below what is in flight, then the peer drains.
+	if _, err := raw.Write(rawFrame(2, cmdUPD, 1, updPayload(0, 0))); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	go io.Copy(io.Discard, raw)
+	time.Sleep(300 * time.Millisecond)
+	select {
+	case err := <-wrote:
+		t.Fatalf("Write returned (%v) although the peer's window is closed", err)
+	default:
+	}
+	if s.IsClosed() {
+		t.Errorf("a window update that shrinks the window closed the session")
+	}
+	s.Close()
+	if err, ok := waitErr(wrote, time.Second); !ok {
+		t.Fatalf("Write still blocked 1 s after the session closed")
+	} else if !errors.Is(err, io.ErrClosedPipe) {
+		t.Errorf("Write on a closed session: %v; want io.ErrClosedPipe", err)
+	}
+}

@@ -1,0 +1,245 @@
+package mux_test
+
+import (
+	"fmt"
+	"io"
+	"sync"
+	"testing"
+
+	"github.com/hashicorp/yamux"
+)
+
+// The benchmarks compare, in one run, raw TCP on loopback with our mux,
+// xtaci/smux and hashicorp/yamux. Every anchor moves data the same way:
+// fixed-size Writes on one end, Reads into a fixed 128 KiB buffer on the
+// other, so only the transport under test differs.
+//
+//	go test -run '^$' -bench 'Throughput|Aggregate64|Messages64' -benchmem -count 5 ./mux/
+
+const (
+	benchChunk   = 64 << 10  // bytes per Write in the bulk benchmarks
+	benchReadBuf = 128 << 10 // bytes per Read everywhere
+	benchMsg     = 64        // bytes per message in BenchmarkMessages64
+	benchStreams = 64
+)
+
+// benchAnchor is one transport under comparison: it returns n connected
+// (writer, reader) pairs.
+type benchAnchor struct {
+	name  string
+	pairs func(b *testing.B, n int) (w, r []io.ReadWriteCloser)
+}
+
+func tcpAnchor() benchAnchor {
+	return benchAnchor{"tcp", func(b *testing.B, n int) (w, r []io.ReadWriteCloser) {
+		for range n {
+			c, s := tcpPair(b)
+			w = append(w, c)
+			r = append(r, s)
+		}
+		return w, r
+	}}
+}
+
+// muxAnchor opens n streams from the client session of im and accepts them
+// on the server session.
+func muxAnchor(name string, im impl, cfg muxConfig) benchAnchor {
+	return benchAnchor{name, func(b *testing.B, n int) (w, r []io.ReadWriteCloser) {
+		client, server := sessionPair(b, im, im, cfg, cfg)
+		for range n {
+			st, err := client.open()
+			if err != nil {
+				b.Fatalf("open: %v", err)
+			}
+			b.Cleanup(func() { st.Close() })
+			w = append(w, st)
+		}
+		for range n {
+			st, err := server.accept()
+			if err != nil {
+				b.Fatalf("accept: %v", err)
+			}
+			b.Cleanup(func() { st.Close() })
+			r = append(r, st)
+		}
+		return w, r
+	}}
+}
+
+func yamuxAnchor() benchAnchor {
+	return benchAnchor{"yamux", func(b *testing.B, n int) (w, r []io.ReadWriteCloser) {
+		c, s := tcpPair(b)
+		cfg := yamux.DefaultConfig()
+		cfg.LogOutput = io.Discard
+		client, err := yamux.Client(c, cfg)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { client.Close() })
+		server, err := yamux.Server(s, cfg)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { server.Close() })
+		for range n {
+			st, err := client.OpenStream()
+			if err != nil {
+				b.Fatalf("open: %v", err)
+			}
+			b.Cleanup(func() { st.Close() })
+			w = append(w, st)
+		}
+		for range n {
+			st, err := server.AcceptStream()
+			if err != nil {
+				b.Fatalf("accept: %v", err)
+			}
+			b.Cleanup(func() { st.Close() })
+			r = append(r, st)
+		}
+		return w, r
+	}}
+}
+
+// defaultAnchors are the transports at their default configuration.
+func defaultAnchors() []benchAnchor {
+	return []benchAnchor{
+		tcpAnchor(),
+		muxAnchor("mux-v1", implOurs, defaultConfig(1)),
+		muxAnchor("mux-v2", implOurs, defaultConfig(2)),
+		muxAnchor("xtaci-smux-v1", implXtaci, defaultConfig(1)),
+		muxAnchor("xtaci-smux-v2", implXtaci, defaultConfig(2)),
+		yamuxAnchor(),
+	}
+}
+
+// kcptunAnchors are the smux implementations at kcptun's configuration.
+func kcptunAnchors() []benchAnchor {
+	return []benchAnchor{
+		muxAnchor("mux-v1-kcptun", implOurs, kcptunConfig(1)),
+		muxAnchor("mux-v2-kcptun", implOurs, kcptunConfig(2)),
+		muxAnchor("xtaci-smux-v1-kcptun", implXtaci, kcptunConfig(1)),
+		muxAnchor("xtaci-smux-v2-kcptun", implXtaci, kcptunConfig(2)),
+	}
+}
+
+// readExactly reads until want bytes have arrived, into buf.
+func readExactly(r io.Reader, buf []byte, want int64) error {
+	var got int64
+	for got < want {
+		n, err := r.Read(buf)
+		got += int64(n)
+		if err != nil && got < want {
+			return fmt.Errorf("read after %d of %d bytes: %w", got, want, err)
+		}
+	}
+	if got != want {
+		return fmt.Errorf("read %d bytes, want %d", got, want)
+	}
+	return nil
+}
+
+// runStreams moves, on each of the pairs, counts[i] writes of msg; it
+// returns once every reader has everything.
+func runStreams(b *testing.B, w, r []io.ReadWriteCloser, counts []int, msg []byte, bufs [][]byte) {
+	b.Helper()
+	var wg sync.WaitGroup
+	errs := make(chan error, 2*len(w))
+	for i := range w {
+		if counts[i] == 0 {
+			continue
+		}
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			errs <- readExactly(r[i], bufs[i], int64(counts[i])*int64(len(msg)))
+		}()
+		go func() {
+			defer wg.Done()
+			for range counts[i] {
+				if _, err := w[i].Write(msg); err != nil {
+					errs <- fmt.Errorf("write: %w", err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// split spreads total writes over n streams.
+func split(total, n int) []int {
+	counts := make([]int, n)
+	for i := range counts {
+		counts[i] = total / n
+		if i < total%n {
+			counts[i]++
+		}
+	}
+	return counts
+}
+
+func readBufs(n int) [][]byte {
+	bufs := make([][]byte, n)
+	for i := range bufs {
+		bufs[i] = make([]byte, benchReadBuf)
+	}
+	return bufs
+}
+
+// BenchmarkThroughput: one stream, bulk data in 64 KiB writes.
+func BenchmarkThroughput(b *testing.B) {
+	for _, a := range append(defaultAnchors(), kcptunAnchors()...) {
+		b.Run(a.name, func(b *testing.B) {
+			w, r := a.pairs(b, 1)
+			msg := make([]byte, benchChunk)
+			bufs := readBufs(1)
+			b.SetBytes(benchChunk)
+			b.ReportAllocs()
+			b.ResetTimer()
+			runStreams(b, w, r, []int{b.N}, msg, bufs)
+		})
+	}
+}
+
+// BenchmarkAggregate64: 64 streams at once, bulk data in 64 KiB writes;
+// the figure is the total over all streams.
+func BenchmarkAggregate64(b *testing.B) {
+	for _, a := range defaultAnchors() {
+		b.Run(a.name, func(b *testing.B) {
+			w, r := a.pairs(b, benchStreams)
+			msg := make([]byte, benchChunk)
+			bufs := readBufs(benchStreams)
+			counts := split(b.N, benchStreams)
+			b.SetBytes(benchChunk)
+			b.ReportAllocs()
+			b.ResetTimer()
+			runStreams(b, w, r, counts, msg, bufs)
+		})
+	}
+}
+
+// BenchmarkMessages64: 64 streams at once, each writing 64-byte messages
+// that the other end reads; reports messages per second over all streams.
+func BenchmarkMessages64(b *testing.B) {
+	for _, a := range defaultAnchors() {
+		b.Run(a.name, func(b *testing.B) {
+			w, r := a.pairs(b, benchStreams)
+			msg := make([]byte, benchMsg)
+			bufs := readBufs(benchStreams)
+			counts := split(b.N, benchStreams)
+			b.SetBytes(benchMsg)
+			b.ReportAllocs()
+			b.ResetTimer()
+			runStreams(b, w, r, counts, msg, bufs)
+			b.StopTimer()
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+		})
+	}
+}
