@@ -3,6 +3,7 @@ package mux
 import (
 	"math/bits"
 	"sync"
+	"sync/atomic"
 )
 
 // Receive buffers come from size-classed pools (powers of two from 512 bytes
@@ -41,10 +42,65 @@ func putBuf(p *[]byte) {
 	bufPools[c].Put(p)
 }
 
-// chunk is a filled part [off, end) of a pooled buffer.
+// slab is a read buffer of the session. Received payloads of a useful size
+// stay where they were read and the stream's queue points into the slab; it
+// returns to its pool when the reader and every such chunk are done with it.
+type slab struct {
+	b    []byte
+	refs atomic.Int32
+	live *atomic.Int32 // the session's count of slabs in use
+}
+
+var slabPools [3]sync.Pool // readBufferMin, 4x, 16x
+
+func slabClass(size int) int {
+	switch {
+	case size <= readBufferMin:
+		return 0
+	case size <= 4*readBufferMin:
+		return 1
+	}
+	return 2
+}
+
+func newSlab(size int, live *atomic.Int32) *slab {
+	c := slabClass(size)
+	sl, ok := slabPools[c].Get().(*slab)
+	if !ok {
+		sl = &slab{b: make([]byte, readBufferMin<<(2*c))}
+	}
+	sl.live = live
+	sl.refs.Store(1)
+	live.Add(1)
+	return sl
+}
+
+func (sl *slab) release() {
+	if sl.refs.Add(-1) == 0 {
+		sl.live.Add(-1)
+		sl.live = nil
+		slabPools[slabClass(len(sl.b))].Put(sl)
+	}
+}
+
+// chunk is a filled part [off, end) of b, which is either a pooled buffer
+// (pb) or part of a slab (sl).
 type chunk struct {
-	buf      *[]byte
+	b        []byte
 	off, end int
+	pb       *[]byte
+	sl       *slab
+}
+
+func (c *chunk) data() []byte { return c.b[c.off:c.end] }
+
+// free recycles the chunk's storage.
+func (c *chunk) free() {
+	if c.pb != nil {
+		putBuf(c.pb)
+	} else if c.sl != nil {
+		c.sl.release()
+	}
 }
 
 // chunkQueue is the FIFO of received, unread data of one stream.
@@ -64,14 +120,20 @@ func (cq *chunkQueue) push(c chunk) {
 func (cq *chunkQueue) appendSmall(p []byte) {
 	if n := len(cq.q); n > cq.head {
 		last := &cq.q[n-1]
-		if len(*last.buf)-last.end >= len(p) {
-			last.end += copy((*last.buf)[last.end:], p)
+		if last.pb != nil && len(last.b)-last.end >= len(p) {
+			last.end += copy(last.b[last.end:], p)
 			cq.size += len(p)
 			return
 		}
 	}
 	b := getBuf(max(len(p), smallChunk))
-	cq.push(chunk{buf: b, end: copy(*b, p)})
+	cq.push(chunk{b: *b, pb: b, end: copy(*b, p)})
+}
+
+// pushSlab queues b[off:end] of sl, taking a reference on it.
+func (cq *chunkQueue) pushSlab(sl *slab, off, end int) {
+	sl.refs.Add(1)
+	cq.push(chunk{b: sl.b, off: off, end: end, sl: sl})
 }
 
 // read copies unread data into p and recycles emptied chunks.
@@ -79,7 +141,7 @@ func (cq *chunkQueue) read(p []byte) int {
 	n := 0
 	for n < len(p) && cq.head < len(cq.q) {
 		c := &cq.q[cq.head]
-		k := copy(p[n:], (*c.buf)[c.off:c.end])
+		k := copy(p[n:], c.data())
 		c.off += k
 		n += k
 		if c.off == c.end {
@@ -90,7 +152,7 @@ func (cq *chunkQueue) read(p []byte) int {
 	return n
 }
 
-// front detaches the oldest chunk; the caller recycles it with putBuf.
+// front detaches the oldest chunk; the caller recycles it with free.
 func (cq *chunkQueue) front() (chunk, bool) {
 	if cq.head == len(cq.q) {
 		return chunk{}, false
@@ -104,7 +166,7 @@ func (cq *chunkQueue) front() (chunk, bool) {
 }
 
 func (cq *chunkQueue) popFront() {
-	putBuf(cq.q[cq.head].buf)
+	cq.q[cq.head].free()
 	cq.q[cq.head] = chunk{}
 	cq.head++
 	cq.compact()

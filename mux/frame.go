@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"sync/atomic"
 )
 
 // Commands carried in the second byte of every frame header.
@@ -66,48 +67,80 @@ func (h *header) check(ver byte) error {
 	return nil
 }
 
-// frameReader reads frames from the underlying connection. Small frames are
-// served from an internal buffer so that many of them cost one read call;
-// the tail of a large payload is read straight into its destination.
+// frameReader reads frames from the underlying connection. It reads as much
+// as is available in one call, so that many frames cost one system call. Its
+// buffer is a slab that queued payloads may keep pointing into; when the
+// unread tail no longer fits, it moves to a fresh slab, growing from 16 KiB to
+// 256 KiB while reads keep filling it.
 type frameReader struct {
 	r          io.Reader
-	buf        []byte
+	sl         *slab
+	buf        []byte // sl.b
 	start, end int
+	nextSize   int
+	live       *atomic.Int32
+	maxSlabs   int32
+	shareable  bool // queued payloads may point into the current slab
+	// beforeBlock runs before every read from the connection, so that
+	// work deferred while frames were buffered is done before waiting.
+	beforeBlock func()
 }
 
-func newFrameReader(r io.Reader, size int) *frameReader {
-	return &frameReader{r: r, buf: make([]byte, size)}
+func newFrameReader(r io.Reader, live *atomic.Int32, maxSlabs int32) *frameReader {
+	fr := &frameReader{r: r, nextSize: readBufferMin, live: live, maxSlabs: maxSlabs}
+	fr.switchSlab(readBufferMin)
+	return fr
+}
+
+// switchSlab moves the unread bytes into a fresh slab of at least size bytes.
+func (fr *frameReader) switchSlab(size int) {
+	sl := newSlab(size, fr.live)
+	n := copy(sl.b, fr.buf[fr.start:fr.end])
+	if fr.sl != nil {
+		fr.sl.release()
+	}
+	fr.sl, fr.buf, fr.start, fr.end = sl, sl.b, 0, n
+	fr.shareable = fr.live.Load() <= fr.maxSlabs
+}
+
+// close gives the slab back.
+func (fr *frameReader) close() {
+	if fr.sl != nil {
+		fr.sl.release()
+		fr.sl, fr.buf = nil, nil
+	}
 }
 
 func (fr *frameReader) buffered() int { return fr.end - fr.start }
 
-// fill makes at least n bytes (n <= len(fr.buf)) available in the buffer,
-// reading ahead as far as the buffer allows.
-func (fr *frameReader) fill(n int) error { return fr.fillLimit(n, 0) }
-
-// fillLimit is fill that reads no more than limit bytes past the n it needs
-// (0 means no limit).
-func (fr *frameReader) fillLimit(n, limit int) error {
-	if fr.buffered() >= n {
-		return nil
-	}
-	if fr.start > 0 {
-		copy(fr.buf, fr.buf[fr.start:fr.end])
-		fr.end -= fr.start
-		fr.start = 0
-	}
-	stop := len(fr.buf)
-	if limit > 0 {
-		stop = min(stop, fr.start+n)
-	}
-	for fr.end < n {
-		m, err := fr.r.Read(fr.buf[fr.end:stop])
+// fill makes at least n bytes (n <= the slab size) available.
+func (fr *frameReader) fill(n int) error {
+	for fr.end-fr.start < n {
+		if len(fr.buf)-fr.start < n || fr.end == len(fr.buf) {
+			size := max(fr.nextSize, n)
+			if size <= len(fr.buf) && fr.sl.refs.Load() == 1 {
+				// Nobody points into this slab: reuse it.
+				fr.end = copy(fr.buf, fr.buf[fr.start:fr.end])
+				fr.start = 0
+				fr.shareable = fr.live.Load() <= fr.maxSlabs
+			} else {
+				fr.switchSlab(size)
+			}
+		}
+		if fr.beforeBlock != nil {
+			fr.beforeBlock()
+		}
+		room := len(fr.buf) - fr.end
+		m, err := fr.r.Read(fr.buf[fr.end:])
 		fr.end += m
+		if m == room && room >= len(fr.buf)/2 && fr.nextSize < readBufferMax {
+			fr.nextSize *= 4
+		}
 		if err != nil {
-			if fr.end >= n {
+			if fr.end-fr.start >= n {
 				return nil
 			}
-			if err == io.EOF && fr.end > 0 {
+			if err == io.EOF && fr.end > fr.start {
 				return io.ErrUnexpectedEOF
 			}
 			return err
@@ -116,11 +149,10 @@ func (fr *frameReader) fillLimit(n, limit int) error {
 	return nil
 }
 
-// readHeader returns the next frame header. With limit > 0 it reads no
-// further than the header, for when the payload is likely large.
-func (fr *frameReader) readHeader(limit int) (header, error) {
+// readHeader returns the next frame header.
+func (fr *frameReader) readHeader() (header, error) {
 	var h header
-	if err := fr.fillLimit(headerSize, limit); err != nil {
+	if err := fr.fill(headerSize); err != nil {
 		return h, err
 	}
 	copy(h[:], fr.buf[fr.start:])
@@ -142,20 +174,22 @@ func (fr *frameReader) skip(n int) { fr.start += n }
 func (fr *frameReader) readFull(dst []byte) error {
 	n := copy(dst, fr.buf[fr.start:fr.end])
 	fr.start += n
-	if n == len(dst) {
-		return nil
-	}
 	rest := dst[n:]
-	if len(rest) < len(fr.buf)/4 {
-		if err := fr.fill(len(rest)); err != nil {
-			return unexpected(err)
-		}
-		copy(rest, fr.buf[fr.start:])
-		fr.start += len(rest)
+	if len(rest) == 0 {
 		return nil
 	}
-	_, err := io.ReadFull(fr.r, rest)
-	return unexpected(err)
+	if len(rest) > len(fr.buf)/2 {
+		if fr.beforeBlock != nil {
+			fr.beforeBlock()
+		}
+		_, err := io.ReadFull(fr.r, rest)
+		return unexpected(err)
+	}
+	if err := fr.fill(len(rest)); err != nil {
+		return unexpected(err)
+	}
+	fr.start += copy(rest, fr.buf[fr.start:])
+	return nil
 }
 
 // discard drops the next n bytes.

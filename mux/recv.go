@@ -3,34 +3,66 @@ package mux
 import (
 	"encoding/binary"
 	"fmt"
+	"sync/atomic"
 )
 
 const (
-	readBufferSize = 64 << 10
-	// bulkFrame is the payload size from which the reader stops reading
-	// ahead, so that big payloads go straight from the socket into their
-	// chunk instead of through the read buffer.
-	bulkFrame = 4096
+	readBufferMin = 16 << 10  // an idle session's read buffer
+	readBufferMax = 256 << 10 // grown to under bulk traffic
+	// minShared is the payload size from which queued data stays in the
+	// read slab instead of being copied out of it.
+	minShared = 1024
 )
+
+// receiver is the state of the session's reading goroutine.
+type receiver struct {
+	fr *frameReader
+	// wake lists streams with new data whose readers are signalled just
+	// before the goroutine next blocks, so a burst of frames costs each
+	// reader one wake-up.
+	wake  []*Stream
+	slabs atomic.Int32
+}
+
+func (s *Session) flushWakeups() {
+	for i, st := range s.recv.wake {
+		st.wakeQueued = false
+		st.signalR()
+		s.recv.wake[i] = nil
+	}
+	s.recv.wake = s.recv.wake[:0]
+}
+
+func (s *Session) wakeLater(st *Stream) {
+	if !st.wakeQueued {
+		st.wakeQueued = true
+		s.recv.wake = append(s.recv.wake, st)
+	}
+}
 
 // recvLoop reads frames until the connection fails or a frame breaks the
 // protocol; either closes the session.
 func (s *Session) recvLoop() {
-	fr := newFrameReader(s.conn, readBufferSize)
-	bulk := false
+	// Slabs pinned by unread data are bounded to about twice the receive
+	// buffer; past that, payloads are copied out so slabs can be reused.
+	maxSlabs := int32(max(4, 2*s.config.MaxReceiveBuffer/readBufferMax))
+	fr := newFrameReader(s.conn, &s.recv.slabs, maxSlabs)
+	fr.beforeBlock = s.flushWakeups
+	s.recv.fr = fr
+	defer fr.close()
+	defer s.flushWakeups()
 	for {
-		for s.bucket.Load() <= 0 {
-			select {
-			case <-s.bucketSig:
-			case <-s.die:
-				return
+		if s.bucket.Load() <= 0 {
+			s.flushWakeups()
+			for s.bucket.Load() <= 0 {
+				select {
+				case <-s.bucketSig:
+				case <-s.die:
+					return
+				}
 			}
 		}
-		var limit int
-		if bulk {
-			limit = headerSize
-		}
-		h, err := fr.readHeader(limit)
+		h, err := fr.readHeader()
 		if err != nil {
 			s.closeWith(fmt.Errorf("read from %s: %w", peerName(s), err))
 			return
@@ -44,7 +76,6 @@ func (s *Session) recvLoop() {
 		}
 		switch h.cmd() {
 		case cmdPSH:
-			bulk = h.length() >= bulkFrame
 			err = s.recvData(fr, &h)
 		case cmdSYN:
 			err = s.recvSYN(h.sid())
@@ -75,6 +106,12 @@ func (s *Session) recvSYN(id uint32) error {
 	s.smu.Unlock()
 	select {
 	case s.accepts <- st:
+		return nil
+	default:
+	}
+	s.flushWakeups()
+	select {
+	case s.accepts <- st:
 	case <-s.die:
 	}
 	return nil
@@ -86,7 +123,7 @@ func (s *Session) recvFIN(id uint32) {
 		return
 	}
 	st.finRecv.Store(true)
-	st.signalR()
+	s.wakeLater(st)
 	if st.wclosed.Load() {
 		s.removeStream(st)
 	}
@@ -113,7 +150,9 @@ func (s *Session) recvUPD(fr *frameReader, id uint32) error {
 	return nil
 }
 
-// recvData moves a data frame's payload into its stream's buffer.
+// recvData moves a data frame's payload to its stream: straight into the
+// buffer of a reader that is waiting in Read, and into the stream's queue
+// otherwise.
 func (s *Session) recvData(fr *frameReader, h *header) error {
 	n := h.length()
 	st := s.lookup(h.sid())
@@ -126,24 +165,56 @@ func (s *Session) recvData(fr *frameReader, h *header) error {
 	if n == 0 {
 		return nil
 	}
-	var err error
-	if p, ok := fr.peek(n); ok {
+	st.rmu.Lock()
+	if err := st.admitLocked(n); err != nil {
+		st.rmu.Unlock()
+		return fmt.Errorf("%w (from %s, stream %d)", err, peerName(s), st.id)
+	}
+	if st.rq.size == 0 && st.rwait != nil && !st.shutdown.Load() {
+		p := st.rwait[st.rgot:]
+		k := min(len(p), n)
+		st.rfilling = true
+		st.rmu.Unlock()
+		err := fr.readFull(p[:k])
 		st.rmu.Lock()
-		if err = st.admitLocked(n); err == nil && !st.shutdown.Load() {
-			st.rq.appendSmall(p)
+		st.rfilling = false
+		if err != nil {
+			st.rmu.Unlock()
+			st.signalR()
+			return fmt.Errorf("read from %s: %w", peerName(s), err)
+		}
+		st.rgot += k
+		if st.rgot == len(st.rwait) {
+			st.rwait = nil
+		}
+		n -= k
+		if n == 0 {
+			st.rmu.Unlock()
+			s.wakeLater(st)
+			return nil
+		}
+	}
+	if p, ok := fr.peek(n); ok {
+		if !st.shutdown.Load() {
+			if n >= minShared && fr.shareable {
+				st.rq.pushSlab(fr.sl, fr.start, fr.start+n)
+			} else {
+				st.rq.appendSmall(p)
+			}
 			s.bucket.Add(-int64(n))
 		}
 		st.rmu.Unlock()
 		fr.skip(n)
 	} else {
+		st.rmu.Unlock()
 		b := getBuf(n)
 		if err := fr.readFull((*b)[:n]); err != nil {
 			putBuf(b)
 			return fmt.Errorf("read from %s: %w", peerName(s), err)
 		}
 		st.rmu.Lock()
-		if err = st.admitLocked(n); err == nil && !st.shutdown.Load() {
-			st.rq.push(chunk{buf: b, end: n})
+		if !st.shutdown.Load() {
+			st.rq.push(chunk{b: *b, pb: b, end: n})
 			s.bucket.Add(-int64(n))
 			b = nil
 		}
@@ -152,10 +223,7 @@ func (s *Session) recvData(fr *frameReader, h *header) error {
 			putBuf(b)
 		}
 	}
-	if err != nil {
-		return fmt.Errorf("%w (from %s, stream %d)", err, peerName(s), st.id)
-	}
-	st.signalR()
+	s.wakeLater(st)
 	return nil
 }
 

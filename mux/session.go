@@ -33,6 +33,7 @@ type Session struct {
 	heard     atomic.Bool // a frame arrived since the last keepalive check
 
 	sender
+	recv receiver
 
 	closed    atomic.Bool
 	closeOnce sync.Once

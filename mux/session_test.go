@@ -7,7 +7,9 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"testing/iotest"
 	"time"
 )
 
@@ -131,21 +133,31 @@ func FuzzFrameReader(f *testing.F) {
 	seed.Write(make([]byte, 8))
 	f.Add(seed.Bytes(), uint8(2), uint8(16))
 	f.Fuzz(func(t *testing.T, in []byte, ver uint8, bufShift uint8) {
-		size := 16 << (bufShift % 13)
-		fr := newFrameReader(bytes.NewReader(in), size)
+		var live atomic.Int32
+		var r io.Reader = bytes.NewReader(in)
+		if bufShift%2 == 0 {
+			r = iotest.OneByteReader(r)
+		}
+		fr := newFrameReader(r, &live, int32(bufShift%4))
+		var held []chunk
+		defer func() {
+			for _, c := range held {
+				c.free()
+			}
+			fr.close()
+			if n := live.Load(); n != 0 {
+				t.Fatalf("%d slabs still counted live after close", n)
+			}
+		}()
 		consumed := 0
 		for i := 0; i < len(in); i++ {
-			h, err := fr.readHeader(int(i % 2 * headerSize))
+			h, err := fr.readHeader()
 			if err != nil {
 				return
 			}
 			consumed += headerSize
 			if err := h.check(ver); err != nil {
 				return
-			}
-			n := h.length()
-			if n > size {
-				n = size
 			}
 			if i%3 == 0 {
 				if err := fr.discard(h.length()); err != nil {
@@ -158,6 +170,17 @@ func FuzzFrameReader(f *testing.F) {
 				}
 				if !bytes.Equal(dst, in[consumed:consumed+len(dst)]) {
 					t.Fatalf("payload at %d differs from the input", consumed)
+				}
+			}
+			if p, ok := fr.peek(headerSize); ok && fr.shareable && i%5 == 0 {
+				var cq chunkQueue
+				cq.pushSlab(fr.sl, fr.start, fr.start+len(p))
+				c, _ := cq.front()
+				held = append(held, c)
+			}
+			for _, c := range held {
+				if len(c.data()) != headerSize {
+					t.Fatal("a held chunk changed size")
 				}
 			}
 			consumed += h.length()

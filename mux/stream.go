@@ -21,6 +21,9 @@ type Stream struct {
 	consumed uint32 // v2: bytes read by the application in total
 	reported uint32 // v2: consumed value last sent in an UPD
 	updSent  bool
+	rwait    []byte // the buffer of a reader waiting in Read, filled directly
+	rgot     int    // bytes of rwait already filled
+	rfilling bool   // the session is copying into rwait right now
 	dieCh    chan struct{}
 	dieShut  bool
 	rsig     chan struct{}
@@ -38,6 +41,8 @@ type Stream struct {
 	wclosedL     bool // FIN sent or queued
 	wsig         chan struct{}
 	wdl          atomic.Int64
+
+	wakeQueued bool // owned by the session's reading goroutine
 
 	finRecv  atomic.Bool // the peer will send no more data
 	wclosed  atomic.Bool // mirror of wclosedL for lock-free checks
@@ -87,15 +92,30 @@ func (st *Stream) Read(p []byte) (int, error) {
 	defer func() { stopTimer(timer) }()
 	st.rmu.Lock()
 	for {
+		if st.rfilling {
+			// The session is copying into p; it signals when done.
+			st.rmu.Unlock()
+			<-st.rsig
+			st.rmu.Lock()
+			continue
+		}
+		if st.rgot > 0 {
+			n := st.rgot
+			st.rgot, st.rwait = 0, nil
+			st.consumedLocked(n, false)
+			return n, nil
+		}
+		st.rwait = nil
 		if st.rq.size > 0 {
 			n := st.rq.read(p)
-			st.consumedLocked(n)
+			st.consumedLocked(n, true)
 			return n, nil
 		}
 		if err := st.readErrLocked(); err != nil {
 			st.rmu.Unlock()
 			return 0, err
 		}
+		st.rwait = p
 		st.rmu.Unlock()
 		var timeout <-chan time.Time
 		timer, timeout = armTimer(timer, st.rdl.Load())
@@ -118,9 +138,9 @@ func (st *Stream) WriteTo(w io.Writer) (int64, error) {
 	for {
 		if c, ok := st.rq.front(); ok {
 			n := c.end - c.off
-			st.consumedLocked(n)
-			_, err := w.Write((*c.buf)[c.off:c.end])
-			putBuf(c.buf)
+			st.consumedLocked(n, true)
+			_, err := w.Write(c.data())
+			c.free()
 			total += int64(n)
 			if err != nil {
 				return total, err
@@ -148,9 +168,10 @@ func (st *Stream) WriteTo(w io.Writer) (int64, error) {
 }
 
 // consumedLocked accounts for n bytes taken by the application, unlocks
-// rmu, returns the budget to the session and, in version 2, tells the peer
-// when enough has been consumed.
-func (st *Stream) consumedLocked(n int) {
+// rmu, returns the budget to the session if the bytes were charged to it
+// (queued rather than handed straight to a reader) and, in version 2, tells
+// the peer when enough has been consumed.
+func (st *Stream) consumedLocked(n int, charged bool) {
 	s := st.sess
 	var upd bool
 	if s.ver == 2 {
@@ -163,7 +184,9 @@ func (st *Stream) consumedLocked(n int) {
 	}
 	consumed := st.consumed
 	st.rmu.Unlock()
-	s.returnTokens(n)
+	if charged {
+		s.returnTokens(n)
+	}
 	if upd {
 		// A failure here means the session is gone; the data already
 		// read is still good, so the reader learns of it on its next call.
