@@ -22,6 +22,7 @@ type receiver struct {
 	// reader one wake-up.
 	wake  []*Stream
 	slabs atomic.Int32
+	upd   [updSize]byte
 }
 
 func (s *Session) flushWakeups() {
@@ -130,8 +131,8 @@ func (s *Session) recvFIN(id uint32) {
 }
 
 func (s *Session) recvUPD(fr *frameReader, id uint32) error {
-	var b [updSize]byte
-	if err := fr.readFull(b[:]); err != nil {
+	b := s.recv.upd[:]
+	if err := fr.readFull(b); err != nil {
 		return fmt.Errorf("read from %s: %w", peerName(s), err)
 	}
 	st := s.lookup(id)
