@@ -127,12 +127,12 @@ func (s *Common) validate(c *checker) {
 	c.oneOf("mode", s.Mode, Modes(), ErrUnknownMode)
 	c.oneOf("transport", s.Transport, []string{TransportKCP, TransportTCP}, nil)
 	if c.err == nil && s.TCP {
-		e := fieldErr("tcp", s.TCP, "kcptun's raw-socket TCP emulation is not supported yet; for a plain TCP link use transport \"tcp\" on both ends")
+		e := fieldErr("tcp", nil, "kcptun's raw-socket TCP emulation is not supported yet; for a plain TCP link use transport \"tcp\" on both ends")
 		e.err = ErrUnsupported
 		c.fail(e)
 	}
 	if c.err == nil && s.QPP {
-		e := fieldErr("qpp", s.QPP, "Quantum Permutation Pads are not supported yet")
+		e := fieldErr("qpp", nil, "Quantum Permutation Pads are not supported yet")
 		e.err = ErrUnsupported
 		c.fail(e)
 	}
