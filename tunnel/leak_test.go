@@ -3,8 +3,8 @@ package tunnel
 import (
 	"fmt"
 	"os"
-	"strings"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"

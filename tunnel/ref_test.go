@@ -70,6 +70,12 @@ func refBlock(t testing.TB, name string) kcp.BlockCrypt {
 			if err != nil {
 				t.Fatal(err)
 			}
+			// kcptun uses gmsm's SM4 unguarded, which races between kcp-go's
+			// reader and writer; the lock changes no byte on the wire and
+			// keeps the race detector quiet about the reference peer.
+			if name == "sm4" {
+				b = &lockedCrypt{b: b}
+			}
 			return b
 		}
 	}

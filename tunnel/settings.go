@@ -58,7 +58,7 @@ func newSettings(c config.Common, log *slog.Logger) (*settings, error) {
 			return nil, err
 		}
 		s.tr = &kcpTransport{
-			block:       block,
+			block:       guardCrypt(c.Crypt, block),
 			dataShard:   c.DataShard,
 			parityShard: c.ParityShard,
 			noDelay:     c.NoDelay,

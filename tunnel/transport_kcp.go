@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"sync"
 
 	kcp "github.com/xtaci/kcp-go/v5"
 )
@@ -131,3 +132,39 @@ func (l *kcpListener) Accept() (net.Conn, error) {
 
 func (l *kcpListener) Close() error   { return l.l.Close() }
 func (l *kcpListener) Addr() net.Addr { return l.l.Addr() }
+
+// lockedCrypt serialises a BlockCrypt whose cipher keeps scratch state
+// between calls. kcp-go encrypts on a session's writer goroutine and
+// decrypts on the socket reader goroutine with the same BlockCrypt, and the
+// SM4 implementation kcp-go uses (github.com/tjfoc/gmsm) keeps its working
+// block inside the cipher value, so unguarded it corrupts packets whenever
+// both run at once (the race detector shows it; kcptun has the same flaw).
+// The bytes on the wire are unchanged.
+type lockedCrypt struct {
+	mu sync.Mutex
+	b  kcp.BlockCrypt
+}
+
+func (c *lockedCrypt) Encrypt(dst, src []byte) {
+	c.mu.Lock()
+	c.b.Encrypt(dst, src)
+	c.mu.Unlock()
+}
+
+func (c *lockedCrypt) Decrypt(dst, src []byte) {
+	c.mu.Lock()
+	c.b.Decrypt(dst, src)
+	c.mu.Unlock()
+}
+
+// statefulCiphers are the cipher names whose BlockCrypt is not safe for
+// concurrent use.
+var statefulCiphers = map[string]bool{"sm4": true}
+
+// guardCrypt wraps block in a lock if the named cipher needs one.
+func guardCrypt(name string, block kcp.BlockCrypt) kcp.BlockCrypt {
+	if block == nil || !statefulCiphers[name] {
+		return block
+	}
+	return &lockedCrypt{b: block}
+}
