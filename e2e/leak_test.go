@@ -3,7 +3,11 @@
 package e2e
 
 import (
+	"bufio"
 	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -29,18 +33,22 @@ func TestNoLeaks(t *testing.T) {
 			tg := startTarget(t, false)
 			o := v.opts
 			o.Target = tg.Addr()
+			// --pprof shows each process's goroutine count.
+			pprof := []string{freeAddr(t), freeAddr(t)}
+			o.ServerArgs = []string{"--pprof", "--pprofaddr", pprof[0]}
+			o.ClientArgs = []string{"--pprof", "--pprofaddr", pprof[1]}
 			tun := startTunnel(t, o)
 			procs := []*demo.Proc{tun.Server, tun.Client}
 
 			// The warm-up grows the pools and the thread count to what this load needs.
 			shortConnections(t, tun, warmup, workers)
-			base := settledUsage(t, procs, nil)
+			base := settledUsage(t, procs, pprof, nil)
 			for i, p := range procs {
 				t.Logf("%s after %d warm-up connections: %v", p.Name, warmup, base[i])
 			}
 
 			shortConnections(t, tun, connections, workers)
-			after := settledUsage(t, procs, base)
+			after := settledUsage(t, procs, pprof, base)
 			for i, p := range procs {
 				t.Logf("%s after %d more connections: %v", p.Name, connections, after[i])
 				if err := withinBounds(base[i], after[i]); err != nil {
@@ -51,18 +59,30 @@ func TestNoLeaks(t *testing.T) {
 	}
 }
 
-// Slack over the warm-up baseline: a few descriptors may be in flight (a
-// keepalive, a redial), the Go runtime may start a couple of threads, and the
-// heap may grow a little; a leak of a descriptor, a goroutine with its buffers,
-// or a buffer per connection over 2000 connections is well above these.
+// usage is what /proc and pprof show of one process.
+type usage struct {
+	demo.Usage
+	Goroutines int
+}
+
+func (u usage) String() string { return fmt.Sprintf("%v, %d goroutines", u.Usage, u.Goroutines) }
+
+// Slack over the warm-up baseline: a few descriptors or goroutines may be in
+// flight (a keepalive, a pprof request), the Go runtime keeps the threads a
+// burst of blocking system calls started, and the heap may grow a little; a
+// leak of a descriptor, a goroutine with its buffers, or a buffer per
+// connection over 2000 connections is well above these.
 const (
-	fdSlack     = 4
-	threadSlack = 4
-	rssSlack    = 48 << 20
+	fdSlack        = 4
+	goroutineSlack = 6
+	threadSlack    = 8
+	rssSlack       = 48 << 20
 )
 
-func withinBounds(base, now demo.Usage) error {
+func withinBounds(base, now usage) error {
 	switch {
+	case now.Goroutines > base.Goroutines+goroutineSlack:
+		return fmt.Errorf("%d goroutines, %d before the connections", now.Goroutines, base.Goroutines)
 	case now.FDs > base.FDs+fdSlack:
 		return fmt.Errorf("%d open fds, %d before the connections", now.FDs, base.FDs)
 	case now.Threads > base.Threads+threadSlack:
@@ -100,31 +120,36 @@ func shortConnections(t *testing.T, tun *demo.Tunnel, n, workers int) {
 	}
 }
 
-// settledUsage reads each process's usage once its fd count has stopped
+// settledUsage reads each process's usage once its fd and goroutine counts have stopped
 // falling (connections are torn down asynchronously) or is back within the
 // slack of base, for at most 10 s.
-func settledUsage(t *testing.T, procs []*demo.Proc, base []demo.Usage) []demo.Usage {
+func settledUsage(t *testing.T, procs []*demo.Proc, pprof []string, base []usage) []usage {
 	t.Helper()
-	out := make([]demo.Usage, len(procs))
+	out := make([]usage, len(procs))
 	deadline := time.Now().Add(10 * time.Second)
 	for i, p := range procs {
 		prev := -1
 		stable := 0
 		for {
-			u, err := demo.ReadUsage(p.Pid())
+			pu, err := demo.ReadUsage(p.Pid())
 			if err != nil {
 				t.Fatalf("%s: %v\n%s", p.Name, err, p.Describe())
 			}
+			g, err := goroutines(pprof[i])
+			if err != nil {
+				t.Fatalf("%s: %v\n%s", p.Name, err, p.Describe())
+			}
+			u := usage{pu, g}
 			out[i] = u
 			if base != nil && withinBounds(base[i], u) == nil {
 				break
 			}
-			if u.FDs == prev {
+			if u.FDs+u.Goroutines == prev {
 				stable++
 			} else {
 				stable = 0
 			}
-			prev = u.FDs
+			prev = u.FDs + u.Goroutines
 			if (base == nil && stable >= 5) || time.Now().After(deadline) {
 				break
 			}
@@ -132,4 +157,34 @@ func settledUsage(t *testing.T, procs []*demo.Proc, base []demo.Usage) []demo.Us
 		}
 	}
 	return out
+}
+
+// goroutines reads the goroutine count from the net/http/pprof endpoint at addr.
+func goroutines(addr string) (int, error) {
+	c := http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get("http://" + addr + "/debug/pprof/goroutine?debug=1")
+	if err != nil {
+		return 0, fmt.Errorf("pprof: %w", err)
+	}
+	defer resp.Body.Close()
+	line, err := bufio.NewReader(resp.Body).ReadString('\n')
+	if err != nil {
+		return 0, fmt.Errorf("pprof: read goroutine profile: %w", err)
+	}
+	// The first line reads "goroutine profile: total N".
+	n, err := strconv.Atoi(strings.TrimSpace(strings.TrimPrefix(line, "goroutine profile: total ")))
+	if err != nil {
+		return 0, fmt.Errorf("pprof: unexpected first line %q", line)
+	}
+	return n, nil
+}
+
+// freeAddr is a free TCP address on 127.0.0.1.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	port, err := demo.FreePort("tcp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprintf("127.0.0.1:%d", port)
 }
