@@ -1,6 +1,7 @@
 package mux_test
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -322,5 +323,49 @@ func TestWindowShrinkWhileQueued(t *testing.T) {
 		t.Fatalf("Write still blocked 1 s after the session closed")
 	} else if !errors.Is(err, io.ErrClosedPipe) {
 		t.Errorf("Write on a closed session: %v; want io.ErrClosedPipe", err)
+	}
+}
+
+// TestPeerIgnoringBuffersCannotGrowMemory: a peer that keeps sending data on
+// a stream nobody reads, ignoring the receive buffer (v1) or the stream
+// window (v2), must not make the session hold more than about
+// MaxReceiveBuffer: the session either stops reading from it or closes.
+func TestPeerIgnoringBuffersCannotGrowMemory(t *testing.T) {
+	for _, version := range []int{1, 2} {
+		t.Run(fmt.Sprintf("v%d", version), func(t *testing.T) {
+			checkGoroutines(t)
+			raw, conn := tcpPair(t)
+			cfg := defaultConfig(version)
+			cfg.keepAliveDisabled = true
+			before := memSnapshot()
+			s, err := mux.Server(conn, cfg.ours())
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { s.Close() })
+			go io.Copy(io.Discard, raw) // the peer reads whatever we send
+
+			if _, err := raw.Write(rawFrame(byte(version), cmdSYN, 1, nil)); err != nil {
+				t.Fatal(err)
+			}
+			flood := bytes.Repeat(rawFrame(byte(version), cmdPSH, 1, make([]byte, 32768)), 64) // 2 MiB
+			const limit = 128 << 20
+			sent := 0
+			raw.SetWriteDeadline(time.Now().Add(1500 * time.Millisecond))
+			for sent < limit {
+				n, err := raw.Write(flood)
+				sent += n
+				if err != nil {
+					break
+				}
+			}
+			after := memSnapshot()
+			grew := int64(after.heap) - int64(before.heap)
+			t.Logf("peer sent %d MiB; heap grew by %d MiB; session closed: %v", sent>>20, grew>>20, s.IsClosed())
+			if max := int64(cfg.maxReceiveBuffer) + 16<<20; grew > max {
+				t.Errorf("heap grew by %d MiB while a peer flooded an unread stream; want at most MaxReceiveBuffer + 16 MiB (%d MiB)",
+					grew>>20, max>>20)
+			}
+		})
 	}
 }
