@@ -8,9 +8,11 @@ import (
 	"github.com/smuxtun/smuxtun/cmd/internal/app"
 )
 
-// version is set at build time: go build -ldflags "-X main.version=v1.2.3".
-var version string
+// version and commit are set at build time, for example
+// go build -ldflags "-X main.version=v1.2.3 -X main.commit=$(git rev-parse HEAD)";
+// without them --version falls back to what the Go toolchain recorded.
+var version, commit string
 
 func main() {
-	os.Exit(app.Main(app.Client, version, os.Args, os.Stdout, os.Stderr))
+	os.Exit(app.Main(app.Client, version, commit, os.Args, os.Stdout, os.Stderr))
 }

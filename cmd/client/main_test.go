@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -193,8 +192,8 @@ func TestVersion(t *testing.T) {
 			t.Fatal(err)
 		}
 		// Builds from a git checkout carry the commit.
-		if rev, err := exec.Command("git", "-C", root, "rev-parse", "HEAD").Output(); err == nil {
-			if commit := "commit " + string(rev[:12]); !strings.Contains(r.Stdout, commit) {
+		if rev := proctest.HeadCommit(root); rev != "" {
+			if commit := "commit " + rev[:12]; !strings.Contains(r.Stdout, commit) {
 				t.Errorf("%s printed %q, want it to name %q", flag, r.Stdout, commit)
 			}
 		}

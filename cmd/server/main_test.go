@@ -216,8 +216,8 @@ func TestVersion(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rev, err := exec.Command("git", "-C", root, "rev-parse", "HEAD").Output(); err == nil {
-		if commit := "commit " + string(rev[:12]); !strings.Contains(r.Stdout, commit) {
+	if rev := proctest.HeadCommit(root); rev != "" {
+		if commit := "commit " + rev[:12]; !strings.Contains(r.Stdout, commit) {
 			t.Errorf("--version printed %q, want it to name %q", r.Stdout, commit)
 		}
 	}

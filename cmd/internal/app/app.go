@@ -102,8 +102,9 @@ func newBinary(kind Kind) *binary {
 
 // Main runs the binary with args (os.Args) and returns the exit code. Every
 // error is reported as exactly one line on stderr.
-func Main(kind Kind, version string, args []string, stdout, stderr io.Writer) int {
-	err := newApp(newBinary(kind), version, stdout, stderr).Run(args)
+// version and commit are the values stamped into the binary, possibly empty.
+func Main(kind Kind, version, commit string, args []string, stdout, stderr io.Writer) int {
+	err := newApp(newBinary(kind), versionString(version, commit), stdout, stderr).Run(args)
 	if err == nil {
 		return exitOK
 	}
@@ -115,7 +116,8 @@ func Main(kind Kind, version string, args []string, stdout, stderr io.Writer) in
 	return exitFailure
 }
 
-// newApp builds the urfave/cli application for b.
+// newApp builds the urfave/cli application for b; version is the full
+// --version text.
 func newApp(b *binary, version string, stdout, stderr io.Writer) *cli.App {
 	name := b.kind.Name()
 	flags := make([]cli.Flag, 0, len(b.opts)+3)
@@ -138,7 +140,7 @@ func newApp(b *binary, version string, stdout, stderr io.Writer) *cli.App {
 		Description: "A kcptun-compatible tunnel: every TCP connection becomes one smux stream over a single " +
 			"KCP (UDP) or TCP link. Settings come from, in order of precedence: flags given on the command line, " +
 			"the -c JSON file, $" + envKey + " or $" + envKcptunKey + " (the key only), the defaults shown below.",
-		Version:         versionString(version),
+		Version:         version,
 		Flags:           flags,
 		HideHelpCommand: true,
 		Writer:          stdout,

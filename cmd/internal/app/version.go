@@ -16,30 +16,34 @@ func init() {
 	}
 }
 
-// versionString describes the build: the version stamped with
-// -ldflags "-X main.version=..." (or else the module version), then the VCS
-// commit and the Go version, e.g. "v1.2.0 (commit 1a2b3c4d5e6f, go1.26.8)".
-func versionString(stamped string) string {
-	v := stamped
+// versionString describes the build: the stamped version (or else the
+// module version), the commit (stamped, or else the one the toolchain
+// recorded with -buildvcs) and the Go version, e.g.
+// "v1.2.0 (commit 1a2b3c4d5e6f, go1.26.8)".
+func versionString(stampedVersion, stampedCommit string) string {
+	v := stampedVersion
+	rev, modified := stampedCommit, ""
 	var details []string
 	if bi, ok := debug.ReadBuildInfo(); ok {
 		if v == "" {
 			v = bi.Main.Version
 		}
-		var rev, modified string
 		for _, s := range bi.Settings {
 			switch s.Key {
 			case "vcs.revision":
-				rev = s.Value
-			case "vcs.modified":
-				if s.Value == "true" {
-					modified = "-dirty"
+				if rev == "" {
+					rev = s.Value
+					for _, m := range bi.Settings {
+						if m.Key == "vcs.modified" && m.Value == "true" {
+							modified = "-dirty"
+						}
+					}
 				}
 			}
 		}
-		if rev != "" {
-			details = append(details, "commit "+shortRev(rev)+modified)
-		}
+	}
+	if rev != "" {
+		details = append(details, "commit "+shortRev(rev)+modified)
 	}
 	if v == "" {
 		v = "(devel)"

@@ -30,14 +30,29 @@ func Build(dir string, pkgs map[string]string) error {
 	if err != nil {
 		return err
 	}
+	args := []string{"build", "-ldflags", "-X main.version=" + Version}
+	if HeadCommit(root) != "" {
+		// Record the commit even where GOFLAGS says -buildvcs=false.
+		args = append(args, "-buildvcs=true")
+	}
 	for name, pkg := range pkgs {
-		cmd := exec.Command("go", "build", "-ldflags", "-X main.version="+Version, "-o", filepath.Join(dir, name), pkg)
+		cmd := exec.Command("go", append(args, "-o", filepath.Join(dir, name), pkg)...)
 		cmd.Dir = root
 		if out, err := cmd.CombinedOutput(); err != nil {
 			return fmt.Errorf("go build %s: %w\n%s", pkg, err, out)
 		}
 	}
 	return nil
+}
+
+// HeadCommit returns the commit checked out in the git repository holding
+// dir, or "" outside a repository (a source archive, say).
+func HeadCommit(dir string) string {
+	out, err := exec.Command("git", "-C", dir, "rev-parse", "HEAD").Output()
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(out))
 }
 
 // ModuleRoot returns the directory holding go.mod.
