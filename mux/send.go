@@ -1,10 +1,12 @@
 package mux
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // Limits of one batch handed to the connection in a single write.
@@ -33,9 +35,16 @@ type sender struct {
 	flushing bool
 	ctrl     []byte // encoded control frames waiting to be written
 	spare    []byte
+	// carry holds the unwritten rest of a batch whose write hit a
+	// deadline; it goes out before anything else.
+	carry []byte
+	// connDL is the write deadline last set on the connection (UnixNano).
+	connDL int64
+	dlConn interface{ SetWriteDeadline(time.Time) error }
 
 	head, tail *Stream // streams with data they may send now, in turn
 
+	batchDL   int64 // earliest write deadline among the batch's streams
 	mode      writeMode
 	bw        interface{ WriteBuffers([][]byte) (int, error) }
 	vec       [][]byte
@@ -60,6 +69,7 @@ func (sd *sender) init(s *Session) {
 	default:
 		sd.mode = writeFlat
 	}
+	sd.dlConn, _ = s.conn.(interface{ SetWriteDeadline(time.Time) error })
 }
 
 func (sd *sender) pushBack(st *Stream) {
@@ -129,6 +139,15 @@ func (sd *sender) flushLocked(self *Stream) {
 			}
 		}
 		clear(sd.batch)
+		if isTimeout(err) {
+			// A writer's deadline passed while the connection was
+			// stuck: what was not written is now in carry, so every
+			// writer in the batch is free to give up. Stop here and
+			// let the writers look at their deadlines.
+			sd.flushing = false
+			sd.kickLocked()
+			return
+		}
 		if err != nil {
 			sd.flushing = false
 			sd.mu.Unlock()
@@ -150,6 +169,10 @@ func (sd *sender) buildLocked() ([]byte, bool) {
 	vec := sd.vec[:0]
 	hdrs := sd.hdrs[:0]
 	batch := sd.batch[:0]
+	sd.batchDL = 0
+	if len(sd.carry) > 0 {
+		vec = append(vec, sd.carry)
+	}
 	var ctrl []byte
 	if len(sd.ctrl) > 0 {
 		ctrl = sd.ctrl
@@ -165,7 +188,15 @@ func (sd *sender) buildLocked() ([]byte, bool) {
 		sd.unlink(st)
 		n := min(len(st.wbuf), frameSize)
 		if v2 {
-			n = min(n, int(st.window()))
+			// The peer may have shrunk the window since st was queued.
+			if w := st.window(); w <= 0 {
+				continue
+			} else {
+				n = min(n, int(w))
+			}
+		}
+		if dl := st.wdl.Load(); dl != 0 && (sd.batchDL == 0 || dl < sd.batchDL) {
+			sd.batchDL = dl
 		}
 		h := hdrs[len(hdrs) : len(hdrs)+headerSize]
 		hdrs = hdrs[:len(hdrs)+headerSize]
@@ -184,18 +215,40 @@ func (sd *sender) buildLocked() ([]byte, bool) {
 	return ctrl, len(vec) > 0
 }
 
-// write hands the current batch to the connection.
+// write hands the current batch to the connection. When a writer in the
+// batch has a deadline, the connection gets it too; if it passes mid-batch,
+// the unwritten rest is copied into carry so that the frames stay whole on
+// the wire and the writers' buffers are free again.
 func (sd *sender) write() error {
+	hadCarry := len(sd.carry) > 0
+	if sd.dlConn != nil && sd.batchDL != sd.connDL {
+		var t time.Time
+		if sd.batchDL != 0 {
+			t = time.Unix(0, sd.batchDL)
+		}
+		if err := sd.dlConn.SetWriteDeadline(t); err == nil {
+			sd.connDL = sd.batchDL
+		}
+	}
+	var n int
 	var err error
 	switch sd.mode {
 	case writeVectored:
 		sd.wv = sd.vec
-		_, err = sd.wv.WriteTo(sd.sess.conn)
+		var n64 int64
+		n64, err = sd.wv.WriteTo(sd.sess.conn)
+		n = int(n64)
+		if err != nil {
+			// WriteTo consumed sd.vec's entries as it went; what is
+			// left of the batch is in sd.wv.
+			sd.vec = sd.vec[:copy(sd.vec[:cap(sd.vec)], sd.wv)]
+			n = 0
+		}
 	case writeBuffers:
-		_, err = sd.bw.WriteBuffers(sd.vec)
+		n, err = sd.bw.WriteBuffers(sd.vec)
 	default:
 		if len(sd.vec) == 1 {
-			_, err = sd.sess.conn.Write(sd.vec[0])
+			n, err = sd.sess.conn.Write(sd.vec[0])
 			break
 		}
 		flat := sd.flat[:0]
@@ -203,10 +256,29 @@ func (sd *sender) write() error {
 			flat = append(flat, b...)
 		}
 		sd.flat = flat
-		_, err = sd.sess.conn.Write(flat)
+		n, err = sd.sess.conn.Write(flat)
+	}
+	if isTimeout(err) {
+		rest := make([]byte, 0, 64<<10)
+		for _, b := range sd.vec {
+			if n >= len(b) {
+				n -= len(b)
+				continue
+			}
+			rest = append(rest, b[n:]...)
+			n = 0
+		}
+		sd.carry = rest
+	} else if hadCarry && err == nil {
+		sd.carry = nil
 	}
 	clear(sd.vec)
 	return err
+}
+
+func isTimeout(err error) bool {
+	var ne interface{ Timeout() bool }
+	return err != nil && errors.As(err, &ne) && ne.Timeout()
 }
 
 // sendControl queues a control frame and makes sure it gets written: the
