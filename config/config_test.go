@@ -261,7 +261,8 @@ func TestValidateClient(t *testing.T) {
 		{"local port over", func(c *Client) { c.LocalAddr = ":70000" }, "localaddr", "out of range"},
 		{"conn 0", func(c *Client) { c.Conn = 0 }, "conn", "1..65535"},
 		{"autoexpire negative", func(c *Client) { c.AutoExpire = -1 }, "autoexpire", "0.."},
-		{"scavengettl negative", func(c *Client) { c.ScavengeTTL = -1 }, "scavengettl", "0.."},
+		{"scavengettl disabled", func(c *Client) { c.ScavengeTTL = -1 }, "", ""},
+		{"scavengettl negative", func(c *Client) { c.ScavengeTTL = -2 }, "scavengettl", "-1.."},
 	}
 	for _, tt := range tests {
 		c := validClient()

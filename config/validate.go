@@ -193,7 +193,8 @@ func (c *Client) Validate() error {
 	c.Common.validate(&ch)
 	ch.intRange("conn", c.Conn, 1, MaxConn, "")
 	ch.intRange("autoexpire", c.AutoExpire, 0, MaxSeconds, " seconds (0 = never)")
-	ch.intRange("scavengettl", c.ScavengeTTL, 0, MaxSeconds, " seconds")
+	// kcptun documents -1 as "never close an expired session by force".
+	ch.intRange("scavengettl", c.ScavengeTTL, -1, MaxSeconds, " seconds (-1 = wait for the streams)")
 	return ch.err
 }
 
