@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -234,5 +235,28 @@ func TestLogFileAndQuietStart(t *testing.T) {
 	}
 	if strings.Contains(string(b), "k\"") {
 		t.Errorf("log file shows the key:\n%s", b)
+	}
+}
+
+func TestSignalsExitCleanly(t *testing.T) {
+	for _, sig := range []os.Signal{os.Interrupt, syscall.SIGTERM} {
+		t.Run(sig.String(), func(t *testing.T) {
+			p, local := startClient(t, proctest.Env("KCPTUN_KEY=k"), "-r", "127.0.0.1:29900")
+			p.Signal(t, sig)
+			deadline := time.Now().Add(5 * time.Second)
+			for !p.Exited() {
+				if time.Now().After(deadline) {
+					t.Fatalf("still running 5s after %v:\n%s", sig, p.Output())
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			if code := p.Stop(t, time.Second); code != 0 {
+				t.Errorf("exit code %d after %v, want 0:\n%s", code, sig, p.Output())
+			}
+			if c, err := net.DialTimeout("tcp", local, 200*time.Millisecond); err == nil {
+				c.Close()
+				t.Errorf("%s still accepts connections after exit", local)
+			}
+		})
 	}
 }

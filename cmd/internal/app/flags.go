@@ -114,7 +114,7 @@ func clientOptions(cfg *config.Client) []option {
 		strOpt("remoteaddr", []string{"r"}, catTunnel, &cfg.RemoteAddr, "the server: host:port, or host:min-max to spread sessions over a port range"),
 		intOpt("conn", nil, catTunnel, &cfg.Conn, "number of transport sessions to the server"),
 		intOpt("autoexpire", nil, catTunnel, &cfg.AutoExpire, "replace a session after this many seconds, 0 = never"),
-		intOpt("scavengettl", nil, catTunnel, &cfg.ScavengeTTL, "close a replaced session this many seconds later, even if streams remain"),
+		intOpt("scavengettl", nil, catTunnel, &cfg.ScavengeTTL, "close a replaced session this many seconds later even if streams remain, -1 = wait for them"),
 	}, commonOptions(&cfg.Common)...)
 }
 
