@@ -277,8 +277,11 @@ func (sd *sender) write() error {
 }
 
 func isTimeout(err error) bool {
+	if err == nil {
+		return false
+	}
 	var ne interface{ Timeout() bool }
-	return err != nil && errors.As(err, &ne) && ne.Timeout()
+	return errors.As(err, &ne) && ne.Timeout()
 }
 
 // sendControl queues a control frame and makes sure it gets written: the
