@@ -188,12 +188,8 @@ func TestVersion(t *testing.T) {
 		if !strings.HasPrefix(r.Stdout, want) || strings.Count(r.Stdout, "\n") != 1 {
 			t.Errorf("%s printed %q, want one line starting with %q", flag, r.Stdout, want)
 		}
-		root, err := proctest.ModuleRoot()
-		if err != nil {
-			t.Fatal(err)
-		}
 		// Builds from a git checkout carry the commit.
-		if rev := proctest.HeadCommit(root); rev != "" {
+		if rev := proctest.BuiltCommit; rev != "" {
 			if commit := "commit " + rev[:12]; !strings.Contains(r.Stdout, commit) {
 				t.Errorf("%s printed %q, want it to name %q", flag, r.Stdout, commit)
 			}

@@ -22,6 +22,10 @@ import (
 // Version is stamped into the binaries Build produces.
 const Version = "v0.0.0-proctest"
 
+// BuiltCommit is the commit the toolchain recorded in the binaries Build
+// produced, or "" if unknown (no git checkout, or HEAD moved during the build).
+var BuiltCommit string
+
 // Build compiles each package (a path relative to the module root, such as
 // "./cmd/client") into dir under the given name, stamping Version. It is
 // meant for TestMain, so it returns an error instead of failing a test.
@@ -31,7 +35,8 @@ func Build(dir string, pkgs map[string]string) error {
 		return err
 	}
 	args := []string{"build", "-ldflags", "-X main.version=" + Version}
-	if HeadCommit(root) != "" {
+	head := HeadCommit(root)
+	if head != "" {
 		// Record the commit even where GOFLAGS says -buildvcs=false.
 		args = append(args, "-buildvcs=true")
 	}
@@ -41,6 +46,9 @@ func Build(dir string, pkgs map[string]string) error {
 		if out, err := cmd.CombinedOutput(); err != nil {
 			return fmt.Errorf("go build %s: %w\n%s", pkg, err, out)
 		}
+	}
+	if HeadCommit(root) == head {
+		BuiltCommit = head
 	}
 	return nil
 }
