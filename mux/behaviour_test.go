@@ -266,10 +266,16 @@ func deadSessionScenario(t *testing.T, im impl, version int, how string) deadOut
 		far.CloseWrite()
 	}
 
-	out := deadOutcome{errs: map[string]error{}}
-	out.chanClosed = waitClosed(s.CloseChan(), time.Second)
+	// One second, for everything to notice.
 	timer := time.NewTimer(time.Second)
 	defer timer.Stop()
+	out := deadOutcome{errs: map[string]error{}}
+	select {
+	case <-s.CloseChan():
+		out.chanClosed = true
+	case <-timer.C:
+		timer.Reset(0)
+	}
 collect:
 	for len(out.errs) < 4 {
 		select {
@@ -277,6 +283,14 @@ collect:
 			out.errs[r.name] = r.err
 		case <-timer.C:
 			break collect
+		}
+	}
+	for drained := false; !drained; {
+		select {
+		case r := <-results:
+			out.errs[r.name] = r.err
+		default:
+			drained = true
 		}
 	}
 	out.isClosed = s.IsClosed()

@@ -411,10 +411,10 @@ func TestInteropKeepAlive(t *testing.T) {
 				cfg.keepAliveInterval = 100 * time.Millisecond
 				cfg.keepAliveTimeout = 500 * time.Millisecond
 				client, server := sessionPair(t, roles.client, roles.server, cfg, cfg)
-				time.Sleep(4 * cfg.keepAliveTimeout)
+				time.Sleep(3 * cfg.keepAliveTimeout)
 				if client.IsClosed() || server.IsClosed() {
 					t.Fatalf("after %v idle: client closed %v, server closed %v; both should be alive",
-						4*cfg.keepAliveTimeout, client.IsClosed(), server.IsClosed())
+						3*cfg.keepAliveTimeout, client.IsClosed(), server.IsClosed())
 				}
 				// Still usable in both directions.
 				for _, p := range []struct {
