@@ -53,22 +53,24 @@ func fieldErr(key string, value any, format string, args ...any) *FieldError {
 // (MTU, windows carried in a 16-bit header field, Reed-Solomon shard count),
 // the smux frame header (16-bit length) and time.Duration's range.
 const (
-	MinMTU        = 64
-	MaxMTU        = 1500
-	MaxWindow     = 65535
-	MaxShards     = 256
-	MaxDSCP       = 63
-	MaxBuffer     = 1 << 30
-	MaxFrameSize  = 65535
-	MaxConn       = 65535
-	MaxSeconds    = 365 * 24 * 3600
-	MinInterval   = 10
-	MaxInterval   = 5000
-	MaxRateLimit  = math.MaxInt32
-	MaxKeepAlive  = 3600
-	MaxQPPCount   = 65535
-	cipherListSep = ", "
+	MinMTU       = 64
+	MaxMTU       = 1500
+	MaxWindow    = 65535
+	MaxShards    = 256
+	MaxDSCP      = 63
+	MaxBuffer    = 1 << 30
+	MaxFrameSize = 65535
+	MaxConn      = 65535
+	MaxSeconds   = 365 * 24 * 3600
+	MinInterval  = 10
+	MaxInterval  = 5000
+	MaxRateLimit = math.MaxInt32
+	MaxKeepAlive = 3600
+	MaxQPPCount  = 65535
 )
+
+// listSep separates the valid names listed in an error.
+const listSep = ", "
 
 // cipherNames must match crypt.Names; config stays free of that import and a
 // test keeps the two lists in step.
@@ -98,7 +100,7 @@ func (c *checker) intRange(key string, v, min, max int, hint string) {
 
 func (c *checker) oneOf(key, v string, valid []string, sentinel error) {
 	if c.err == nil && !slices.Contains(valid, v) {
-		e := fieldErr(key, v, "unknown %s (valid: %s)", key, strings.Join(valid, cipherListSep))
+		e := fieldErr(key, v, "unknown %s (valid: %s)", key, strings.Join(valid, listSep))
 		e.err = sentinel
 		c.fail(e)
 	}
