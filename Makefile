@@ -47,7 +47,8 @@ test:
 # 127.0.0.1, pushes DEMOSIZE through the tunnel and stops everything it started.
 DEMOSIZE ?= 256MiB
 demo: build
-	$(GO) run ./internal/demo/cmd/demo -bin $(BIN) -size $(DEMOSIZE)
+	$(GO) build -o $(BIN)/smuxtun-demo ./internal/demo/cmd/demo
+	$(BIN)/smuxtun-demo -bin $(BIN) -size $(DEMOSIZE)
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -count 5 ./mux/ ./tunnel/

@@ -85,7 +85,9 @@ func run() error {
 	stopped := false
 	defer func() {
 		if !stopped {
-			tun.Kill()
+			// SIGTERM, and SIGKILL for whatever has not exited 2 s later.
+			tun.Stop(2 * time.Second)
+			fmt.Println("  stopped smuxtun-client, smuxtun-server and the target.")
 		}
 	}()
 	fmt.Printf("  smuxtun-server  %s/%s -> target  (pid %d)\n", tun.ServerAddr, map[string]string{"kcp": "udp", "tcp": "tcp"}[*transport], tun.Server.Pid())
@@ -96,6 +98,9 @@ func run() error {
 	direct := make([]time.Duration, len(transfers))
 	for i, tr := range transfers {
 		d, err := timed(ctx, target.Addr(), "direct TCP  "+tr.name, size, tr.run)
+		if err != nil && ctx.Err() != nil {
+			return err
+		}
 		if err != nil {
 			return fmt.Errorf("direct %s: %w", tr.name, err)
 		}
@@ -105,6 +110,9 @@ func run() error {
 	tunneled := make([]time.Duration, len(transfers))
 	for i, tr := range transfers {
 		d, err := timed(ctx, tun.ClientAddr, "smuxtun     "+tr.name, size, tr.run)
+		if err != nil && ctx.Err() != nil {
+			return err
+		}
 		if err != nil {
 			return fmt.Errorf("%s through the tunnel: %w\n%s\n%s", tr.name, err, tun.Server.Describe(), tun.Client.Describe())
 		}
@@ -146,7 +154,10 @@ func timed(ctx context.Context, addr, label string, size int64, op func(net.Conn
 	elapsed := time.Since(start)
 	bar.finish(err == nil, elapsed)
 	if err != nil && ctx.Err() != nil {
-		return 0, fmt.Errorf("%w (%v)", context.Cause(ctx), err)
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			return 0, fmt.Errorf("%s: gave up at the -timeout: %w", label, err)
+		}
+		return 0, fmt.Errorf("%s: interrupted", label)
 	}
 	return elapsed, err
 }
