@@ -256,3 +256,22 @@ func TestSignalsExitCleanly(t *testing.T) {
 		})
 	}
 }
+
+// TestKcptunStyleFlags runs both binaries with a kcptun command line (single
+// dashes, short aliases, hidden manual-mode flags) and moves data through.
+func TestKcptunStyleFlags(t *testing.T) {
+	target := proctest.Echo(t)
+	listen := fmt.Sprintf("127.0.0.1:%d", proctest.FreePort(t, "udp"))
+	shared := []string{"-key", "it is a secret", "-crypt", "salsa20", "-mode", "manual", "-nodelay", "1", "-interval", "15",
+		"-resend", "2", "-nc", "1", "-ds", "5", "-ps", "2", "-nocomp", "-smuxver", "1", "-mtu", "1200", "-quiet"}
+	srv := proctest.Start(t, server, proctest.Env(), append([]string{"-l", listen, "-t", target}, shared...)...)
+	srv.WaitOutput(t, "server listening", 5*time.Second)
+	p, local := startClient(t, proctest.Env(), append([]string{"-r", listen, "-conn", "2"}, shared...)...)
+	proctest.RoundTrip(t, local, 256<<10, 20*time.Second)
+	if code := p.Stop(t, 5*time.Second); code != 0 {
+		t.Errorf("client exit %d:\n%s", code, p.Output())
+	}
+	if code := srv.Stop(t, 5*time.Second); code != 0 {
+		t.Errorf("server exit %d:\n%s", code, srv.Output())
+	}
+}
