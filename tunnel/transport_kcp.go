@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	kcp "github.com/xtaci/kcp-go/v5"
 )
@@ -109,13 +111,20 @@ func (t *kcpTransport) tune(s *kcp.UDPSession) error {
 
 // kcpListener hands out tuned KCP sessions.
 type kcpListener struct {
-	l *kcp.Listener
-	t *kcpTransport
+	l      *kcp.Listener
+	t      *kcpTransport
+	closed atomic.Bool
 }
 
 func (l *kcpListener) Accept() (net.Conn, error) {
 	for {
 		s, err := l.l.AcceptKCP()
+		if l.closed.Load() {
+			if err == nil {
+				s.Close()
+			}
+			return nil, net.ErrClosed
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -130,7 +139,30 @@ func (l *kcpListener) Accept() (net.Conn, error) {
 	}
 }
 
-func (l *kcpListener) Close() error   { return l.l.Close() }
+// Close stops the listener. kcp-go's Listener.Close leaves running the
+// sessions it created for new peers but nobody accepted yet (each holds a
+// goroutine), so Close takes them from the accept queue and closes them.
+// The queue is read until it has come up empty drainMisses times in a row,
+// which also covers a packet that was being turned into a session while
+// the socket closed.
+func (l *kcpListener) Close() error {
+	if !l.closed.CompareAndSwap(false, true) {
+		return net.ErrClosed
+	}
+	err := l.l.Close()
+	const drainMisses = 20
+	for misses := 0; misses < drainMisses; {
+		if s, aerr := l.l.AcceptKCP(); aerr == nil {
+			s.Close()
+			misses = 0
+			continue
+		}
+		misses++
+		time.Sleep(time.Millisecond)
+	}
+	return err
+}
+
 func (l *kcpListener) Addr() net.Addr { return l.l.Addr() }
 
 // lockedCrypt serialises a BlockCrypt whose cipher keeps scratch state
