@@ -337,3 +337,7 @@ func leakChecked(t *testing.T, body func(t *testing.T)) {
 	}
 	check()
 }
+
+func errorsIs(err, target error) bool { return errors.Is(err, target) }
+
+func contains(s, sub string) bool { return strings.Contains(s, sub) }
