@@ -336,6 +336,7 @@ func TestXtaciDeadSessionStaysOpen(t *testing.T) {
 	for _, version := range []int{1, 2} {
 		for _, how := range deadHows {
 			t.Run(fmt.Sprintf("v%d/%s", version, how), func(t *testing.T) {
+				t.Parallel() // mostly waiting
 				out := deadSessionScenario(t, implXtaci, version, how)
 				t.Logf("xtaci/smux: IsClosed %v, CloseChan closed %v, still blocked %v, errors %v",
 					out.isClosed, out.chanClosed, out.blocked, out.errs)

@@ -402,14 +402,16 @@ func TestInteropHalfClose(t *testing.T) {
 // TestInteropKeepAlive: with short keepalive intervals, a session between ours
 // and xtaci/smux that carries no data outlives the keepalive timeout several
 // times over on both ends, because each end hears the other's NOPs.
+// The cases mostly sleep, so they run in parallel.
 func TestInteropKeepAlive(t *testing.T) {
+	checkGoroutines(t)
 	for _, version := range []int{1, 2} {
 		for _, roles := range interopRoles {
 			t.Run(fmt.Sprintf("v%d/%s", version, roles.name), func(t *testing.T) {
-				checkGoroutines(t)
+				t.Parallel()
 				cfg := defaultConfig(version)
 				cfg.keepAliveInterval = 100 * time.Millisecond
-				cfg.keepAliveTimeout = 500 * time.Millisecond
+				cfg.keepAliveTimeout = time.Second
 				client, server := sessionPair(t, roles.client, roles.server, cfg, cfg)
 				time.Sleep(3 * cfg.keepAliveTimeout)
 				if client.IsClosed() || server.IsClosed() {
