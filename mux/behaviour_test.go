@@ -962,3 +962,138 @@ func TestVerifyConfig(t *testing.T) {
 		})
 	}
 }
+
+// ---- fairness and the drop-in API ----
+
+// TestBusyStreamDoesNotStarveOthers: while one stream writes as fast as it
+// can, another stream's transfer still completes, and a new stream opens and
+// answers.
+func TestBusyStreamDoesNotStarveOthers(t *testing.T) {
+	for _, cfg := range interopConfigs() {
+		t.Run(cfg.name, func(t *testing.T) {
+			checkGoroutines(t)
+			client, server := sessionPair(t, implOurs, implOurs, cfg, cfg)
+			busy, err := client.open()
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { busy.Close() })
+			busyPeer, err := server.accept()
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { busyPeer.Close() })
+			stop := make(chan struct{})
+			busyDone := make(chan struct{})
+			go func() {
+				defer close(busyDone)
+				chunk := make([]byte, 64<<10)
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					if _, err := busy.Write(chunk); err != nil {
+						return
+					}
+				}
+			}()
+			go io.Copy(io.Discard, busyPeer)
+			t.Cleanup(func() { close(stop); busy.Close(); <-busyDone })
+
+			// A 4 MiB transfer on a second stream.
+			st, err := client.open()
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { st.Close() })
+			peer, err := server.accept()
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { peer.Close() })
+			data := payload(rand.New(rand.NewPCG(4, 4)), 4<<20)
+			go func() {
+				st.Write(data)
+				st.CloseWrite()
+			}()
+			peer.SetReadDeadline(time.Now().Add(60 * time.Second))
+			sum, n, rerr := hashReader(peer)
+			if !errors.Is(rerr, io.EOF) || n != int64(len(data)) || sum != sha256.Sum256(data) {
+				t.Fatalf("beside a busy stream, a 4 MiB transfer delivered %d bytes (SHA-256 match %v), then %v",
+					n, sum == sha256.Sum256(data), rerr)
+			}
+
+			// A new stream, opened from the busy side, answers.
+			echoOnce(t, "server", server, client)
+		})
+	}
+}
+
+// TestDropInAPI: the parts of the xtaci/smux API that code switching its
+// import relies on.
+func TestDropInAPI(t *testing.T) {
+	checkGoroutines(t)
+	c, s := tcpPair(t)
+	client, err := mux.Client(c, nil) // nil means DefaultConfig, as in xtaci/smux
+	if err != nil {
+		t.Fatalf("Client with a nil config: %v", err)
+	}
+	t.Cleanup(func() { client.Close() })
+	server, err := mux.Server(s, mux.DefaultConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { server.Close() })
+
+	var rwc io.ReadWriteCloser
+	rwc, err = client.Open()
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	var _ net.Conn = (*mux.Stream)(nil)
+	st := rwc.(*mux.Stream)
+	if _, err := st.Write([]byte("ping")); err != nil {
+		t.Fatal(err)
+	}
+	acc, err := server.Accept()
+	if err != nil {
+		t.Fatalf("Accept: %v", err)
+	}
+	peer := acc.(*mux.Stream)
+	buf := make([]byte, 4)
+	if _, err := io.ReadFull(peer, buf); err != nil || string(buf) != "ping" {
+		t.Fatalf("read %q, %v", buf, err)
+	}
+	if client.NumStreams() != 1 || server.NumStreams() != 1 {
+		t.Errorf("NumStreams: client %d, server %d; want 1 and 1", client.NumStreams(), server.NumStreams())
+	}
+	for _, a := range []struct {
+		name      string
+		got, want net.Addr
+	}{
+		{"session LocalAddr", client.LocalAddr(), c.LocalAddr()},
+		{"session RemoteAddr", client.RemoteAddr(), c.RemoteAddr()},
+		{"stream LocalAddr", st.LocalAddr(), c.LocalAddr()},
+		{"stream RemoteAddr", st.RemoteAddr(), c.RemoteAddr()},
+		{"accepted stream LocalAddr", peer.LocalAddr(), s.LocalAddr()},
+	} {
+		if a.got == nil || a.got.String() != a.want.String() {
+			t.Errorf("%s = %v, want %v", a.name, a.got, a.want)
+		}
+	}
+	select {
+	case <-st.GetDieCh():
+		t.Fatalf("GetDieCh closed on an open stream")
+	default:
+	}
+	st.Close()
+	if !waitClosed(st.GetDieCh(), time.Second) {
+		t.Errorf("GetDieCh still open after Close")
+	}
+	peer.Close()
+	if !waitFor(time.Second, func() bool { return client.NumStreams() == 0 && server.NumStreams() == 0 }) {
+		t.Errorf("NumStreams after both ends closed: client %d, server %d", client.NumStreams(), server.NumStreams())
+	}
+}
