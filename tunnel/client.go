@@ -232,8 +232,6 @@ func (c *Client) serveStream(ctx context.Context, cs *clientSession, conn net.Co
 	lvl := c.set.streamLevel()
 	c.log.Log(ctx, lvl, "stream opened", "session", cs.id, "stream", st.ID(), "client", conn.RemoteAddr().String())
 	res := pipe(conn, st, c.set.closeWait, ctx.Done(), cs.mux.CloseChan())
-	stats.bytesUp.Add(uint64(res.aToB))
-	stats.bytesDown.Add(uint64(res.bToA))
 	args := []any{"session", cs.id, "stream", st.ID(), "up", res.aToB, "down", res.bToA}
 	if res.err != nil {
 		args = append(args, "err", res.err)

@@ -21,6 +21,11 @@ import (
 
 const testKey = "tunnel-test-key"
 
+// ioTimeout bounds a transfer in the tests. Transfers take milliseconds;
+// the bound is generous because KCP's retransmission timer grows fast when
+// the machine is starved of CPU and drops loopback packets.
+const ioTimeout = 30 * time.Second
+
 // testLogger discards logs unless SMUXTUN_TEST_LOG is set.
 func testLogger() *slog.Logger {
 	if os.Getenv("SMUXTUN_TEST_LOG") != "" {

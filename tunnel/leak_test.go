@@ -35,7 +35,7 @@ func TestNoLeaks(t *testing.T) {
 						defer wg.Done()
 						for i := range jobs {
 							data := randomBytes(t, 1+i%4096)
-							if err := echoRoundTrip("tcp", local, data, 10*time.Second); err != nil {
+							if err := echoRoundTrip("tcp", local, data, ioTimeout); err != nil {
 								errs <- fmt.Errorf("conn %d: %w", i, err)
 							}
 						}

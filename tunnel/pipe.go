@@ -28,6 +28,9 @@ type pipeResult struct {
 }
 
 // pipe copies a→b and b→a until both directions are done, then closes both.
+// a is the side nearer the user (the local connection on the client, the
+// stream on the server): bytes a→b count as up, b→a as down, in the
+// process-wide counters as they move.
 //
 // The end of one direction is passed on as a half-close (CloseWrite on the
 // destination), so a peer that shuts down its sending side still receives
@@ -69,9 +72,9 @@ func pipe(a, b net.Conn, closeWait time.Duration, stop1, stop2 <-chan struct{}) 
 		}
 		shut()
 	}
-	half := func(dst, src net.Conn, n *atomic.Int64, done chan struct{}) {
+	half := func(dst, src net.Conn, n *atomic.Int64, total *atomic.Uint64, done chan struct{}) {
 		defer close(done)
-		if err := copyHalf(dst, src, n); err != nil {
+		if err := copyHalf(countWriter{w: dst, n: n, total: total}, src); err != nil {
 			fail(err)
 			return
 		}
@@ -85,8 +88,8 @@ func pipe(a, b net.Conn, closeWait time.Duration, stop1, stop2 <-chan struct{}) 
 		// pass the end of stream on.
 		shut()
 	}
-	go half(b, a, &abBytes, abDone)
-	go half(a, b, &baBytes, baDone)
+	go half(b, a, &abBytes, &stats.bytesUp, abDone)
+	go half(a, b, &baBytes, &stats.bytesDown, baDone)
 
 	wait := func(done <-chan struct{}) {
 		select {
@@ -148,10 +151,9 @@ func lingerIdle(done <-chan struct{}, n *atomic.Int64, idle time.Duration, stop1
 	}
 }
 
-// copyHalf moves bytes from src to dst until src ends. A clean end of
-// stream returns nil. n counts the bytes delivered to dst as they go.
-func copyHalf(dst, src net.Conn, n *atomic.Int64) error {
-	w := countWriter{w: dst, n: n}
+// copyHalf moves bytes from src to w until src ends. A clean end of
+// stream returns nil.
+func copyHalf(w io.Writer, src net.Conn) error {
 	// A mux stream hands over its buffered frames directly.
 	if wt, ok := src.(io.WriterTo); ok && !isSocket(src) {
 		_, err := wt.WriteTo(w)
@@ -196,13 +198,16 @@ func isClosedErr(err error) bool {
 	return errors.Is(err, net.ErrClosed) || errors.Is(err, io.ErrClosedPipe)
 }
 
+// countWriter counts what reaches w, per pipe and process-wide.
 type countWriter struct {
-	w io.Writer
-	n *atomic.Int64
+	w     io.Writer
+	n     *atomic.Int64
+	total *atomic.Uint64
 }
 
 func (c countWriter) Write(p []byte) (int, error) {
 	k, err := c.w.Write(p)
 	c.n.Add(int64(k))
+	c.total.Add(uint64(k))
 	return k, err
 }

@@ -31,7 +31,7 @@ func TestRedial(t *testing.T) {
 				o.remote = srvA.Addrs()[0].String()
 				cli, _ := runClient(t, o)
 				local := cli.Addr().String()
-				if err := echoRoundTrip("tcp", local, randomBytes(t, 64<<10), 10*time.Second); err != nil {
+				if err := echoRoundTrip("tcp", local, randomBytes(t, 64<<10), ioTimeout); err != nil {
 					t.Fatalf("before the restart: %v", err)
 				}
 

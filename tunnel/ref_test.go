@@ -320,7 +320,7 @@ func TestInteropOurClientRefServer(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer conn.Close()
-			conn.SetDeadline(time.Now().Add(10 * time.Second))
+			conn.SetDeadline(time.Now().Add(ioTimeout))
 			if err := echoOver(conn, randomBytes(t, 48<<10)); err != nil {
 				t.Fatal(err)
 			}
@@ -337,7 +337,7 @@ func TestInteropRefClientOurServer(t *testing.T) {
 			o := c.opts()
 			o.target = target
 			srv, _ := runServer(t, o)
-			if err := refClientRoundTrip(t, srv.Addrs()[0].String(), c.cipher, c.nocomp, c.ver, randomBytes(t, 48<<10), 10*time.Second); err != nil {
+			if err := refClientRoundTrip(t, srv.Addrs()[0].String(), c.cipher, c.nocomp, c.ver, randomBytes(t, 48<<10), ioTimeout); err != nil {
 				t.Fatal(err)
 			}
 		})

@@ -99,11 +99,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stop := context.AfterFunc(ctx, func() {
-		for _, l := range s.listeners {
-			l.Close()
-		}
-	})
+	stop := context.AfterFunc(ctx, s.closeListeners)
 	defer stop()
 
 	addrs := make([]string, len(s.listeners))
@@ -127,9 +123,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	accepting.Wait()
 	cancel()
-	for _, l := range s.listeners {
-		l.Close()
-	}
+	s.closeListeners()
 	s.wg.Wait()
 	s.log.Info("server stopped")
 	select {
@@ -138,6 +132,20 @@ func (s *Server) Serve(ctx context.Context) error {
 	default:
 		return nil
 	}
+}
+
+// closeListeners closes every listener, all at once: closing a KCP
+// listener takes a few milliseconds, which adds up over a wide port range.
+func (s *Server) closeListeners() {
+	var wg sync.WaitGroup
+	for _, l := range s.listeners {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			l.Close()
+		}()
+	}
+	wg.Wait()
 }
 
 func (s *Server) acceptLoop(ctx context.Context, l net.Listener) error {
@@ -217,8 +225,6 @@ func (s *Server) serveStream(ctx context.Context, sid uint64, m *mux.Session, st
 	defer stats.streamsActive.Add(-1)
 	s.log.Log(ctx, lvl, "stream opened", "session", sid, "stream", st.ID(), "target", target.RemoteAddr().String())
 	res := pipe(st, target, s.set.closeWait, ctx.Done(), m.CloseChan())
-	stats.bytesUp.Add(uint64(res.aToB))
-	stats.bytesDown.Add(uint64(res.bToA))
 	args := []any{"session", sid, "stream", st.ID(), "up", res.aToB, "down", res.bToA}
 	if res.err != nil {
 		args = append(args, "err", res.err)

@@ -75,7 +75,15 @@ func newSettings(c config.Common, log *slog.Logger) (*settings, error) {
 			log:         log,
 		}
 	case config.TransportTCP:
-		s.tr = tcpTransport{}
+		if !crypt.Valid(c.Crypt) {
+			_, err := crypt.New(c.Crypt, c.Key) // the same error as on KCP
+			return nil, err
+		}
+		var t tcpTransport
+		if crypt.EncryptsStream(c.Crypt) {
+			t.key = crypt.DeriveKey(c.Key)
+		}
+		s.tr = t
 	default:
 		return nil, fmt.Errorf("transport %q: %w (valid: kcp, tcp)", c.Transport, ErrTransport)
 	}

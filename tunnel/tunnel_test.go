@@ -51,7 +51,7 @@ func TestTransferConcurrent(t *testing.T) {
 					wg.Add(1)
 					go func() {
 						defer wg.Done()
-						if err := echoRoundTrip("tcp", local, data, 20*time.Second); err != nil {
+						if err := echoRoundTrip("tcp", local, data, ioTimeout); err != nil {
 							errs <- fmt.Errorf("conn %d (%d bytes): %w", i, size, err)
 						}
 					}()
@@ -108,7 +108,7 @@ func TestUnixTarget(t *testing.T) {
 			path := shortSocketPath(t, "target.sock")
 			startEcho(t, "unix", path)
 			local := runPair(t, pairOpts{transport: tr, target: path})
-			if err := echoRoundTrip("tcp", local, randomBytes(t, 200<<10), 20*time.Second); err != nil {
+			if err := echoRoundTrip("tcp", local, randomBytes(t, 200<<10), ioTimeout); err != nil {
 				t.Fatal(err)
 			}
 		})
@@ -131,7 +131,7 @@ func TestUnixLocal(t *testing.T) {
 	if local != path {
 		t.Fatalf("client address %q, want %q", local, path)
 	}
-	if err := echoRoundTrip("unix", path, randomBytes(t, 100<<10), 20*time.Second); err != nil {
+	if err := echoRoundTrip("unix", path, randomBytes(t, 100<<10), ioTimeout); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -169,7 +169,7 @@ func TestMultiport(t *testing.T) {
 			ports := map[string]bool{}
 			for range 12 {
 				cli, stop := runClient(t, pairOpts{transport: tr, remote: rng})
-				if err := echoRoundTrip("tcp", cli.Addr().String(), randomBytes(t, 32<<10), 20*time.Second); err != nil {
+				if err := echoRoundTrip("tcp", cli.Addr().String(), randomBytes(t, 32<<10), ioTimeout); err != nil {
 					t.Fatal(err)
 				}
 				cs := cli.slots[0].get()
