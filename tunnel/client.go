@@ -101,8 +101,8 @@ func NewClient(cfg *config.Client, log *slog.Logger) (*Client, error) {
 	if c.ln, err = listenLocal(cfg.LocalAddr); err != nil {
 		return nil, err
 	}
-	if set.tr.name() == config.TransportTCP && cfg.Crypt != "null" && cfg.Crypt != "none" {
-		log.Warn("transport tcp does not encrypt: crypt applies to kcp packets only", "crypt", cfg.Crypt)
+	if set.inClear() {
+		log.Warn("transport tcp with crypt none or null: the tunnel is not encrypted", "crypt", cfg.Crypt)
 	}
 	return c, nil
 }

@@ -9,8 +9,10 @@
 // framing format, flushed after every mux write. The transport is either
 // kcp-go (FEC, packet cipher from package crypt, stream mode, no write
 // delay, the mode's nodelay profile), which is kcptun's wire format, or one
-// plain TCP connection (transport "tcp"; no FEC and no packet cipher: crypt
-// applies to KCP packets only). Both ends must agree on the transport, key,
+// TCP connection (transport "tcp", smuxtun's own: no FEC, and instead of
+// kcptun's packet cipher an AES-256-GCM stream from package crypt, keyed
+// from the key whichever cipher is named; crypt none or null leave it in
+// clear, with a warning). Both ends must agree on the transport, key,
 // crypt, nocomp, smuxver, datashard and parityshard.
 //
 // # Client

@@ -65,8 +65,8 @@ func NewServer(cfg *config.Server, log *slog.Logger) (*Server, error) {
 		}
 		s.listeners = append(s.listeners, l)
 	}
-	if set.tr.name() == config.TransportTCP && cfg.Crypt != "null" && cfg.Crypt != "none" {
-		log.Warn("transport tcp does not encrypt: crypt applies to kcp packets only", "crypt", cfg.Crypt)
+	if set.inClear() {
+		log.Warn("transport tcp with crypt none or null: the tunnel is not encrypted", "crypt", cfg.Crypt)
 	}
 	return s, nil
 }

@@ -126,6 +126,13 @@ func (s *settings) wrap(c net.Conn) (io.ReadWriteCloser, *meteredConn) {
 	return newCompConn(m), m
 }
 
+// inClear reports whether the mux crosses the network unencrypted on the
+// TCP transport (crypt none or null), which deserves a warning.
+func (s *settings) inClear() bool {
+	t, ok := s.tr.(tcpTransport)
+	return ok && t.key == nil
+}
+
 // streamLevel is the level of per-stream events: Info, or Debug with
 // --quiet so that the default handler drops them.
 func (s *settings) streamLevel() slog.Level {
