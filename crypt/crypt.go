@@ -1,6 +1,10 @@
 // Package crypt turns a kcptun cipher name and passphrase into the packet
 // cipher kcp-go uses, deriving and slicing the key exactly as kcptun does so
 // that both ends of a mixed kcptun/smuxtun deployment agree on every byte.
+//
+// It also provides Stream, the authenticated encryption (AES-256-GCM, keys
+// from DeriveKey and per-connection salts) of smuxtun's own TCP transport,
+// which kcptun does not have; see stream.go for its wire format.
 package crypt
 
 import (
