@@ -36,7 +36,7 @@ func testLogger() *slog.Logger {
 
 // startEcho runs a target that sends back everything it reads and
 // half-closes its side when the reader reaches EOF.
-func startEcho(t *testing.T, network, addr string) string {
+func startEcho(t testing.TB, network, addr string) string {
 	t.Helper()
 	l, err := net.Listen(network, addr)
 	if err != nil {
@@ -54,7 +54,7 @@ func startEcho(t *testing.T, network, addr string) string {
 // startReplier runs a target that reads the whole request (until EOF), then
 // answers with the SHA-256 of the request followed by replySize bytes of
 // the request repeated, and closes.
-func startReplier(t *testing.T, network, addr string, replySize int) string {
+func startReplier(t testing.TB, network, addr string, replySize int) string {
 	t.Helper()
 	l, err := net.Listen(network, addr)
 	if err != nil {
@@ -81,7 +81,7 @@ func replyBody(req []byte, n int) []byte {
 }
 
 // serveConns accepts on l until the test ends and runs h on each connection.
-func serveConns(t *testing.T, l net.Listener, h func(net.Conn)) {
+func serveConns(t testing.TB, l net.Listener, h func(net.Conn)) {
 	t.Helper()
 	var wg sync.WaitGroup
 	var mu sync.Mutex
@@ -151,7 +151,7 @@ func baseCommon(o pairOpts, c *config.Common) {
 
 // runServer starts a Server and stops it when the test ends (or when the
 // returned stop is called).
-func runServer(t *testing.T, o pairOpts) (*Server, func()) {
+func runServer(t testing.TB, o pairOpts) (*Server, func()) {
 	t.Helper()
 	cfg := config.DefaultServer()
 	baseCommon(o, &cfg.Common)
@@ -167,7 +167,7 @@ func runServer(t *testing.T, o pairOpts) (*Server, func()) {
 	return srv, serveInBackground(t, srv.Serve)
 }
 
-func runClient(t *testing.T, o pairOpts) (*Client, func()) {
+func runClient(t testing.TB, o pairOpts) (*Client, func()) {
 	t.Helper()
 	cfg := config.DefaultClient()
 	baseCommon(o, &cfg.Common)
@@ -188,7 +188,7 @@ func runClient(t *testing.T, o pairOpts) (*Client, func()) {
 
 // serveInBackground runs serve until stop is called or the test ends, and
 // checks that it returns nil within 5 s.
-func serveInBackground(t *testing.T, serve func(context.Context) error) (stop func()) {
+func serveInBackground(t testing.TB, serve func(context.Context) error) (stop func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -213,7 +213,7 @@ func serveInBackground(t *testing.T, serve func(context.Context) error) (stop fu
 
 // runPair starts a target, a server and a client; it returns the client's
 // local address.
-func runPair(t *testing.T, o pairOpts) string {
+func runPair(t testing.TB, o pairOpts) string {
 	t.Helper()
 	if o.target == "" {
 		o.target = startEcho(t, "tcp", "127.0.0.1:0")

@@ -53,6 +53,7 @@ var refCiphers = []struct {
 const (
 	refDataShard, refParityShard = 10, 3
 	refMTU                       = 1350
+	refSockBuf                   = 1 << 20 // what baseCommon gives our side
 )
 
 func refBlock(t testing.TB, name string) kcp.BlockCrypt {
@@ -127,12 +128,14 @@ func (c *refComp) Write(p []byte) (int, error) {
 func (c *refComp) Close() error { return c.conn.Close() }
 
 // startRefServer runs a kcptun-style server forwarding to target.
-func startRefServer(t *testing.T, cipher string, nocomp bool, ver int, target string) string {
+func startRefServer(t testing.TB, cipher string, nocomp bool, ver int, target string) string {
 	t.Helper()
 	lis, err := kcp.ListenWithOptions("127.0.0.1:0", refBlock(t, cipher), refDataShard, refParityShard)
 	if err != nil {
 		t.Fatal(err)
 	}
+	lis.SetReadBuffer(refSockBuf)
+	lis.SetWriteBuffer(refSockBuf)
 	var (
 		wg       sync.WaitGroup
 		mu       sync.Mutex
@@ -203,13 +206,16 @@ func startRefServer(t *testing.T, cipher string, nocomp bool, ver int, target st
 
 // refClientRoundTrip dials addr as a kcptun client would, opens one stream,
 // sends data and reads the echo back.
-func refClientRoundTrip(t *testing.T, addr, cipher string, nocomp bool, ver int, data []byte, timeout time.Duration) error {
+// refDial opens a kcptun-style client session to addr.
+func refDial(t testing.TB, addr, cipher string, nocomp bool, ver int) (*smux.Session, error) {
 	t.Helper()
 	conn, err := kcp.DialWithOptions(addr, refBlock(t, cipher), refDataShard, refParityShard)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	refTune(conn, 128, 512)
+	conn.SetReadBuffer(refSockBuf)
+	conn.SetWriteBuffer(refSockBuf)
 	var rwc io.ReadWriteCloser = conn
 	if !nocomp {
 		rwc = newRefComp(conn)
@@ -217,6 +223,15 @@ func refClientRoundTrip(t *testing.T, addr, cipher string, nocomp bool, ver int,
 	sess, err := smux.Client(rwc, refSmuxConfig(ver))
 	if err != nil {
 		conn.Close()
+		return nil, err
+	}
+	return sess, nil
+}
+
+func refClientRoundTrip(t *testing.T, addr, cipher string, nocomp bool, ver int, data []byte, timeout time.Duration) error {
+	t.Helper()
+	sess, err := refDial(t, addr, cipher, nocomp, ver)
+	if err != nil {
 		return err
 	}
 	defer sess.Close()

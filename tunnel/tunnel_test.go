@@ -4,8 +4,11 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"net"
+	"regexp"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -182,6 +185,44 @@ func TestMultiport(t *testing.T) {
 			}
 			if len(ports) < 2 {
 				t.Fatalf("12 sessions all went to port(s) %v of %s", ports, rng)
+			}
+		})
+	}
+}
+
+// TestQuietDropsStreamEvents: per-stream events carry the session and
+// stream ids at Info, and --quiet moves them below Info; session events
+// stay.
+func TestQuietDropsStreamEvents(t *testing.T) {
+	for _, quiet := range []bool{false, true} {
+		t.Run(fmt.Sprintf("quiet=%v", quiet), func(t *testing.T) {
+			var logs syncBuffer
+			log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+			o := pairOpts{transport: config.TransportTCP, tweak: func(c *config.Common) { c.Quiet = quiet }}
+			o.target = startEcho(t, "tcp", "127.0.0.1:0")
+			func() {
+				srv, stopSrv := runServer(t, o)
+				defer stopSrv()
+				cfg := config.DefaultClient()
+				baseCommon(o, &cfg.Common)
+				cfg.LocalAddr, cfg.RemoteAddr = "127.0.0.1:0", srv.Addrs()[0].String()
+				cli, err := NewClient(cfg, log)
+				if err != nil {
+					t.Fatal(err)
+				}
+				stop := serveInBackground(t, cli.Serve)
+				defer stop()
+				if err := echoRoundTrip("tcp", cli.Addr().String(), []byte("ping"), ioTimeout); err != nil {
+					t.Fatal(err)
+				}
+			}()
+			out := logs.String()
+			if !strings.Contains(out, `msg="session opened"`) {
+				t.Errorf("no session event in the log:\n%s", out)
+			}
+			hasStream := regexp.MustCompile(`msg="stream (opened|closed)" session=\d+ stream=\d+`).MatchString(out)
+			if hasStream == quiet {
+				t.Errorf("quiet=%v but stream events logged: %v\n%s", quiet, hasStream, out)
 			}
 		})
 	}
