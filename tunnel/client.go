@@ -249,8 +249,12 @@ func (c *Client) pick(ctx context.Context) (*clientSession, error) {
 			return cs, nil
 		}
 	}
+	// Every slot is dialling: wait for this connection's slot, and look at
+	// the others now and then in case one of them is ready first.
 	deadline := time.NewTimer(sessionWait)
 	defer deadline.Stop()
+	rescan := time.NewTicker(100 * time.Millisecond)
+	defer rescan.Stop()
 	sl := c.slots[start%n]
 	for {
 		cs, ready := sl.wait()
@@ -259,6 +263,12 @@ func (c *Client) pick(ctx context.Context) (*clientSession, error) {
 		}
 		select {
 		case <-ready:
+		case <-rescan.C:
+			for i := range n {
+				if cs := c.slots[(start+i)%n].get(); cs != nil {
+					return cs, nil
+				}
+			}
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		case <-deadline.C:
