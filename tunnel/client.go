@@ -28,9 +28,9 @@ const (
 	probeTimeout = 3 * time.Second
 	// checkEvery is how often a session's timers and probe are looked at.
 	checkEvery = 500 * time.Millisecond
-	// sessionWait bounds how long a new connection waits for a session
-	// while the pool is (re)dialling.
-	sessionWait = 10 * time.Second
+	// defaultSessionWait bounds how long a new connection waits for a
+	// session while the pool is (re)dialling.
+	defaultSessionWait = 10 * time.Second
 	// openAttempts is how many sessions a new connection tries.
 	openAttempts = 3
 	// Redial back-off: doubling from backoffMin to backoffMax, with jitter.
@@ -56,6 +56,7 @@ type Client struct {
 
 	autoExpire  time.Duration // 0 = never
 	scavengeTTL time.Duration // < 0 = retired sessions wait for their streams
+	sessionWait time.Duration
 
 	slots   []*slot
 	rr      atomic.Uint32
@@ -92,6 +93,7 @@ func NewClient(cfg *config.Client, log *slog.Logger) (*Client, error) {
 		remote:      remote,
 		autoExpire:  time.Duration(cfg.AutoExpire) * time.Second,
 		scavengeTTL: time.Duration(cfg.ScavengeTTL) * time.Second,
+		sessionWait: defaultSessionWait,
 		slots:       make([]*slot, n),
 		retired:     make(chan retiredSession),
 	}
@@ -251,7 +253,7 @@ func (c *Client) pick(ctx context.Context) (*clientSession, error) {
 	}
 	// Every slot is dialling: wait for this connection's slot, and look at
 	// the others now and then in case one of them is ready first.
-	deadline := time.NewTimer(sessionWait)
+	deadline := time.NewTimer(c.sessionWait)
 	defer deadline.Stop()
 	rescan := time.NewTicker(100 * time.Millisecond)
 	defer rescan.Stop()
@@ -272,7 +274,7 @@ func (c *Client) pick(ctx context.Context) (*clientSession, error) {
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		case <-deadline.C:
-			return nil, fmt.Errorf("after %v: %w", sessionWait, ErrNoSession)
+			return nil, fmt.Errorf("after %v: %w", c.sessionWait, ErrNoSession)
 		}
 	}
 }
