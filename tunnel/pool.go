@@ -1,0 +1,154 @@
+package tunnel
+
+import (
+	"context"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/smuxtun/smuxtun/mux"
+)
+
+// endReason says why a session left its pool slot.
+type endReason int
+
+const (
+	endShutdown endReason = iota
+	endClosed
+	endExpired
+	endSuspect
+)
+
+// clientSession is one transport session of the pool.
+type clientSession struct {
+	id     uint64
+	mux    *mux.Session
+	meter  *meteredConn
+	born   time.Time
+	closed atomic.Bool
+
+	mu         sync.Mutex
+	probeSince time.Time // zero: no probe pending
+	probeMark  uint64    // transport bytes read when the probe started
+	suspected  bool
+}
+
+// startProbe notes that a stream was just opened: the server should answer
+// something (data, a window update, a keepalive) within probeTimeout. The
+// probe runs from the oldest stream opened since the session last heard
+// from the server, so a stream of new connections to a dead server cannot
+// keep pushing the verdict back.
+func (cs *clientSession) startProbe() {
+	cs.mu.Lock()
+	if cur := cs.meter.read.Load(); cs.probeSince.IsZero() || cur != cs.probeMark {
+		cs.probeSince = time.Now()
+		cs.probeMark = cur
+	}
+	cs.mu.Unlock()
+}
+
+// suspectNow marks the session unusable at its next check.
+func (cs *clientSession) suspectNow() {
+	cs.mu.Lock()
+	cs.suspected = true
+	cs.mu.Unlock()
+}
+
+// suspect reports whether the session stayed silent through a probe.
+func (cs *clientSession) suspect(now time.Time) bool {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	if cs.suspected {
+		return true
+	}
+	if cs.probeSince.IsZero() {
+		return false
+	}
+	if cs.meter.read.Load() != cs.probeMark {
+		cs.probeSince = time.Time{}
+		return false
+	}
+	return now.Sub(cs.probeSince) >= probeTimeout
+}
+
+func (cs *clientSession) close() {
+	if cs.closed.CompareAndSwap(false, true) {
+		cs.mux.Close()
+		stats.sessionsActive.Add(-1)
+	}
+}
+
+// slot holds the current session of one pool position.
+type slot struct {
+	mu    sync.Mutex
+	cur   *clientSession
+	ready chan struct{} // closed once cur is set
+}
+
+func newSlot() *slot { return &slot{ready: make(chan struct{})} }
+
+// get returns the slot's session if it is usable.
+func (s *slot) get() *clientSession {
+	s.mu.Lock()
+	cs := s.cur
+	s.mu.Unlock()
+	if cs == nil || cs.mux.IsClosed() {
+		return nil
+	}
+	return cs
+}
+
+// wait returns the session, or a channel closed when one is published.
+func (s *slot) wait() (*clientSession, <-chan struct{}) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cur != nil && !s.cur.mux.IsClosed() {
+		return s.cur, nil
+	}
+	return nil, s.ready
+}
+
+func (s *slot) publish(cs *clientSession) {
+	s.mu.Lock()
+	s.cur = cs
+	close(s.ready)
+	s.mu.Unlock()
+}
+
+func (s *slot) unpublish(cs *clientSession) {
+	s.mu.Lock()
+	if s.cur == cs {
+		s.cur = nil
+		s.ready = make(chan struct{})
+	}
+	s.mu.Unlock()
+}
+
+// backoff yields redial delays: doubling from backoffMin to backoffMax,
+// each with up to 25 % random jitter so that many clients do not redial in
+// step.
+type backoff struct{ d time.Duration }
+
+func (b *backoff) next() time.Duration {
+	if b.d == 0 {
+		b.d = backoffMin
+	} else {
+		b.d = min(2*b.d, backoffMax)
+	}
+	return b.d - time.Duration(rand.Int64N(int64(b.d)/4+1))
+}
+
+func (b *backoff) reset() { b.d = 0 }
+
+// sleepCtx waits d; it returns false if ctx ended first.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
