@@ -117,6 +117,8 @@ type Stream struct {
 	rerr    error
 }
 
+var _ net.Conn = (*Stream)(nil)
+
 // direction is the cipher state of one direction.
 type direction struct {
 	aead  cipher.AEAD
