@@ -79,7 +79,7 @@ func newSettings(c config.Common, log *slog.Logger) (*settings, error) {
 			_, err := crypt.New(c.Crypt, c.Key) // the same error as on KCP
 			return nil, err
 		}
-		var t tcpTransport
+		t := tcpTransport{rateLimit: c.RateLimit, dscp: c.DSCP, log: log}
 		if crypt.EncryptsStream(c.Crypt) {
 			t.key = crypt.DeriveKey(c.Key)
 		}

@@ -152,3 +152,48 @@ func portFree(transport string, port int) bool {
 	l.Close()
 	return true
 }
+
+// TestTCPSocketOptions: dscp reaches the TCP transport's socket.
+func TestTCPSocketOptions(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		if c, err := l.Accept(); err == nil {
+			defer c.Close()
+			c.Read(make([]byte, 1))
+		}
+	}()
+	cfg := config.DefaultClient()
+	baseCommon(pairOpts{transport: config.TransportTCP}, &cfg.Common)
+	cfg.Crypt = "null"
+	cfg.DSCP = 46
+	set, err := newSettings(cfg.Common, testLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := set.tr.dial(context.Background(), l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		t.Fatalf("dial returned %T", c)
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tos int
+	var gerr error
+	rc.Control(func(fd uintptr) { tos, gerr = syscall.GetsockoptInt(int(fd), syscall.IPPROTO_IP, syscall.IP_TOS) })
+	if gerr != nil {
+		t.Fatal(gerr)
+	}
+	if tos != 46<<2 {
+		t.Fatalf("TOS = %#x, want dscp 46 (%#x)", tos, 46<<2)
+	}
+}

@@ -3,7 +3,9 @@ package tunnel
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net"
+	"syscall"
 	"time"
 
 	"github.com/smuxtun/smuxtun/crypt"
@@ -20,7 +22,10 @@ const handshakeTimeout = 10 * time.Second
 // the cipher is "none" or "null", every connection is a crypt.Stream
 // (AES-256-GCM keyed from --key) whatever cipher name was chosen.
 type tcpTransport struct {
-	key []byte // crypt.DeriveKey of --key; nil sends the mux in clear
+	key       []byte // crypt.DeriveKey of --key; nil sends the mux in clear
+	rateLimit int    // outgoing bytes per second per connection, 0 = unlimited
+	dscp      int
+	log       *slog.Logger
 }
 
 func (tcpTransport) name() string { return "tcp" }
@@ -31,7 +36,7 @@ func (t tcpTransport) dial(ctx context.Context, addr string) (net.Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dial tcp %s: %w", addr, err)
 	}
-	tuneTCP(c)
+	c = t.tune(c)
 	if t.key == nil {
 		return c, nil
 	}
@@ -51,7 +56,7 @@ func (t tcpTransport) listen(addr string) (net.Listener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen tcp %s: %w", addr, err)
 	}
-	return tcpListener{l, t.key}, nil
+	return tcpListener{l, t}, nil
 }
 
 // tcpListener sets TCP_NODELAY on every accepted connection and wraps it
@@ -60,7 +65,7 @@ func (t tcpTransport) listen(addr string) (net.Listener, error) {
 // Accept.
 type tcpListener struct {
 	net.Listener
-	key []byte
+	t tcpTransport
 }
 
 func (l tcpListener) Accept() (net.Conn, error) {
@@ -68,17 +73,55 @@ func (l tcpListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	tuneTCP(c)
-	if l.key == nil {
+	c = l.t.tune(c)
+	if l.t.key == nil {
 		return c, nil
 	}
-	return crypt.Server(c, l.key), nil
+	return crypt.Server(c, l.t.key), nil
 }
 
-// tuneTCP turns Nagle's algorithm off: the mux already batches frames, and a
-// small frame held back by Nagle would stall every stream behind it.
-func tuneTCP(c net.Conn) {
-	if tc, ok := c.(*net.TCPConn); ok {
-		_ = tc.SetNoDelay(true)
+// tune turns Nagle's algorithm off (the mux already batches frames, and a
+// small frame held back by Nagle would stall every stream behind it), marks
+// the packets with the DSCP, and paces writes to --ratelimit. The socket
+// buffers are left to the kernel's autotuning: --sockbuf sizes KCP's UDP
+// socket, and a fixed TCP buffer would only cap the window.
+func (t tcpTransport) tune(c net.Conn) net.Conn {
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		return c
 	}
+	_ = tc.SetNoDelay(true)
+	if t.dscp != 0 {
+		if err := setTOS(tc, t.dscp<<2); err != nil && t.log != nil {
+			t.log.Warn("cannot set dscp", "dscp", t.dscp, "err", err)
+		}
+	}
+	if t.rateLimit > 0 {
+		return &rateConn{Conn: tc, l: newRateLimiter(t.rateLimit)}
+	}
+	return tc
+}
+
+// setTOS sets the IPv4 TOS byte, or the IPv6 traffic class, of a socket.
+func setTOS(c *net.TCPConn, tos int) error {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	v6 := false
+	if a, ok := c.LocalAddr().(*net.TCPAddr); ok && a.IP.To4() == nil {
+		v6 = true
+	}
+	var serr error
+	err = rc.Control(func(fd uintptr) {
+		if v6 {
+			serr = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_IPV6, syscall.IPV6_TCLASS, tos)
+		} else {
+			serr = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_IP, syscall.IP_TOS, tos)
+		}
+	})
+	if err != nil {
+		return err
+	}
+	return serr
 }
