@@ -15,6 +15,11 @@
 // clear, with a warning). Both ends must agree on the transport, key,
 // crypt, nocomp, smuxver, datashard and parityshard.
 //
+// ratelimit caps the bytes per second each transport session sends: kcp-go's
+// own limiter on KCP (it counts UDP bytes, FEC parity included), a pacing
+// writer on TCP. dscp marks the packets on both transports; sockbuf sizes
+// the KCP socket and leaves TCP to the kernel's autotuning.
+//
 // # Client
 //
 // The client keeps conn transport sessions and hands new connections to
