@@ -221,9 +221,12 @@ func (c *Client) handle(ctx context.Context, conn net.Conn) {
 		c.serveStream(ctx, cs, conn, st)
 		return
 	}
+	conn.Close()
+	if ctx.Err() != nil {
+		return // shutting down: not the connection's fault
+	}
 	stats.streamErrors.Add(1)
 	c.log.Warn("cannot open stream", "client", conn.RemoteAddr().String(), "err", lastErr)
-	conn.Close()
 }
 
 func (c *Client) serveStream(ctx context.Context, cs *clientSession, conn net.Conn, st *mux.Stream) {
