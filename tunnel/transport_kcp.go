@@ -41,9 +41,13 @@ type kcpTransport struct {
 
 func (t *kcpTransport) name() string { return "kcp" }
 
-func (t *kcpTransport) dial(_ context.Context, addr string) (net.Conn, error) {
-	// Dialling UDP sends nothing, so there is nothing to cancel: the context
-	// only matters to transports whose dial can block.
+func (t *kcpTransport) dial(ctx context.Context, addr string) (net.Conn, error) {
+	// Dialling UDP sends nothing; only the name lookup can block, so do it
+	// here where shutdown can cancel it.
+	addr, err := resolveUDP(ctx, addr)
+	if err != nil {
+		return nil, fmt.Errorf("dial kcp %s: %w", addr, err)
+	}
 	s, err := kcp.DialWithOptions(addr, t.block, t.dataShard, t.parityShard)
 	if err != nil {
 		return nil, fmt.Errorf("dial kcp %s: %w", addr, err)
@@ -90,6 +94,31 @@ func (t *kcpTransport) listen(addr string) (net.Listener, error) {
 		}
 	}
 	return &kcpListener{l: l, t: t}, nil
+}
+
+// resolveUDP turns host:port into ip:port, honouring ctx.
+func resolveUDP(ctx context.Context, addr string) (string, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr, err
+	}
+	if host == "" || net.ParseIP(host) != nil {
+		return addr, nil
+	}
+	ips, err := net.DefaultResolver.LookupIPAddr(ctx, host)
+	if err != nil {
+		return addr, err
+	}
+	// kcp-go would take the first address too; prefer IPv4 as it does for
+	// its socket.
+	ip := ips[0].IP
+	for _, a := range ips {
+		if a.IP.To4() != nil {
+			ip = a.IP
+			break
+		}
+	}
+	return net.JoinHostPort(ip.String(), port), nil
 }
 
 // tune applies the per-session settings. kcptun applies the same ones on

@@ -197,3 +197,22 @@ func TestTCPSocketOptions(t *testing.T) {
 		t.Fatalf("TOS = %#x, want dscp 46 (%#x)", tos, 46<<2)
 	}
 }
+
+func TestResolveUDP(t *testing.T) {
+	cases := []struct{ in, want string }{
+		{"127.0.0.1:29900", "127.0.0.1:29900"},
+		{"[::1]:29900", "[::1]:29900"},
+		{"localhost:29900", "127.0.0.1:29900"},
+	}
+	for _, c := range cases {
+		got, err := resolveUDP(context.Background(), c.in)
+		if err != nil || got != c.want {
+			t.Errorf("resolveUDP(%q) = %q, %v; want %q", c.in, got, err, c.want)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := resolveUDP(ctx, "no-such-host.invalid:1"); err == nil {
+		t.Error("a cancelled lookup succeeded")
+	}
+}
