@@ -10,6 +10,7 @@
 #                  then checks them (scripts/check-release.sh)
 #   make man       man pages in man/ (generated from the CLI definitions)
 #   make completion  bash, zsh and fish completion scripts in completion/
+#   make systemd-check  boots a container with systemd and runs the units in it (root)
 #   make clean
 
 GO       ?= go
@@ -30,7 +31,7 @@ PLATFORMS := linux/amd64 linux/arm64 linux/arm linux/mipsle \
 GOARM  ?= 7
 GOMIPS ?= softfloat
 
-.PHONY: all build test demo bench fuzz lint release man completion clean
+.PHONY: all build test demo bench fuzz lint release man completion systemd-check clean
 
 all: build
 
@@ -110,6 +111,11 @@ completion: build
 		$(BIN)/smuxtun-$$c --generate-completion $$sh > completion/smuxtun-$$c.$$sh; \
 	done; done
 	@ls completion/
+
+# Runs the units under a real systemd in a container (needs root; downloads a
+# Debian root file system the first time). Not part of `make test`.
+systemd-check:
+	scripts/systemd-boot-check.sh
 
 clean:
 	rm -rf $(BIN) $(DIST) man completion
