@@ -3,7 +3,8 @@
 // under a real service manager: it writes configs from the shipped examples,
 // starts smuxtun-server, smuxtun-client and an instance of each template,
 // checks the sandbox the processes got, carries checked transfers through both
-// tunnels (one server on a port below 1024), stops the units and checks they
+// tunnels (one server on a port below 1024) and through a client that listens
+// on a unix socket in its RuntimeDirectory, stops the units and checks they
 // exited 0. It prints one line per check and exits 1 if any failed.
 package main
 
@@ -58,6 +59,9 @@ func main() {
 		// A port below 1024: needs the ambient CAP_NET_BIND_SERVICE.
 		{"smuxtun-server@alt.service", "smuxtun-client@alt.service", "server-alt.json", "client-alt.json", "127.0.0.1:999", "127.0.0.1:12949"},
 	}
+	// A third client, on a unix socket, in front of the first server.
+	const sock = "/run/smuxtun-client-sock/tunnel.sock"
+	check(writeConf("client.json", "client-sock.json", map[string]any{"key": key, "localaddr": sock, "remoteaddr": cases[0].listen}) == nil, "write client-sock.json")
 	for _, c := range cases {
 		check(writeConf("server.json", c.serverConf, map[string]any{"key": key, "listen": c.listen, "target": target.Addr()}) == nil, "write %s", c.serverConf)
 		check(writeConf("client.json", c.clientConf, map[string]any{"key": key, "localaddr": c.local, "remoteaddr": c.listen}) == nil, "write %s", c.clientConf)
@@ -66,17 +70,25 @@ func main() {
 			check(err == nil, "systemctl start %s %s", u, strings.TrimSpace(string(out)))
 		}
 	}
+	out, err := exec.Command("systemctl", "start", "smuxtun-client@sock.service").CombinedOutput()
+	check(err == nil, "systemctl start smuxtun-client@sock.service %s", strings.TrimSpace(string(out)))
+	checkUnit("smuxtun-client@sock.service")
+	err = retry("unix", sock)
+	check(err == nil, "echo, upload and download of 1 MiB through %s: %v", sock, err)
+	if fi, err := os.Stat(sock); err == nil {
+		// UMask=0077: only the service's user (and root) may connect.
+		check(fi.Mode().Perm() == 0o700, "%s mode %v", sock, fi.Mode())
+	}
+	out, err = exec.Command("systemctl", "stop", "smuxtun-client@sock.service").CombinedOutput()
+	check(err == nil && show("smuxtun-client@sock.service", "ExecMainStatus") == "0", "stop smuxtun-client@sock.service: %s status %s", out, show("smuxtun-client@sock.service", "ExecMainStatus"))
+	_, err = os.Stat(sock)
+	check(os.IsNotExist(err), "the RuntimeDirectory and the socket are gone after the stop: %v", err)
+
 	for _, c := range cases {
 		for _, u := range []string{c.server, c.client} {
 			checkUnit(u)
 		}
-		// The units have just started: retry for up to 20 s.
-		var err error
-		for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
-			if err = transfer(c.local); err == nil {
-				break
-			}
-		}
+		err := retry("tcp", c.local)
 		check(err == nil, "echo, upload and download of 1 MiB through %s and %s (%s): %v", c.client, c.server, c.listen, err)
 	}
 	for _, c := range cases {
@@ -155,11 +167,23 @@ func checkUnit(u string) {
 	}
 }
 
+// retry runs transfer until it works, for up to 20 s: the units have just started.
+func retry(network, addr string) error {
+	var err error
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		if err = transfer(network, addr); err == nil {
+			return nil
+		}
+	}
+	return err
+}
+
 // transfer runs an echo, an upload and a download of 1 MiB through the client at addr.
-func transfer(addr string) error {
+func transfer(network, addr string) error {
 	for _, op := range []func(net.Conn, int64, func(int64)) error{demo.Echo, demo.Upload, demo.Download} {
+		var d net.Dialer
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-		c, err := demo.Dial(ctx, addr)
+		c, err := d.DialContext(ctx, network, addr)
 		cancel()
 		if err != nil {
 			return err
