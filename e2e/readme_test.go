@@ -5,8 +5,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/smuxtun/smuxtun/internal/demo"
 )
@@ -109,6 +111,47 @@ func TestReadmeFlagTable(t *testing.T) {
 		}
 		if !inClient && row[1] != "n/a" || !inServer && row[2] != "n/a" {
 			t.Errorf("README: %s should read n/a for the side that lacks it: %q", name, row)
+		}
+	}
+}
+
+// TestReadmeJSONExamples runs the binaries with the JSON examples of the
+// README (the key and the addresses given as flags, which win over the file)
+// and carries a checked transfer, so that every key and value shown there loads.
+func TestReadmeJSONExamples(t *testing.T) {
+	raw, err := os.ReadFile(filepath.Join(repoRoot, "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocks := regexp.MustCompile("(?s)```json\n(.*?)```").FindAllStringSubmatch(string(raw), -1)
+	dir := t.TempDir()
+	var server, client string
+	for i, b := range blocks {
+		path := filepath.Join(dir, "example"+strconv.Itoa(i)+".json")
+		if err := os.WriteFile(path, []byte(b[1]), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case strings.Contains(b[1], `"listen"`):
+			server = path
+		case strings.Contains(b[1], `"localaddr"`):
+			client = path
+		default:
+			t.Errorf("README JSON example %d is neither a server nor a client:\n%s", i, b[1])
+		}
+	}
+	if server == "" || client == "" {
+		t.Fatalf("README: want a server and a client JSON example, found %d blocks", len(blocks))
+	}
+	tg := startTarget(t, false)
+	tun := startTunnel(t, demo.Options{
+		Target:     tg.Addr(),
+		ServerArgs: []string{"-c", server},
+		ClientArgs: []string{"-c", client},
+	})
+	for _, op := range operations {
+		if err := through(tun, op, 256<<10, 20*time.Second); err != nil {
+			t.Fatal(err)
 		}
 	}
 }
