@@ -1,7 +1,12 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"io"
+	"net"
 	"strings"
 	"syscall"
 	"testing"
@@ -62,7 +67,7 @@ func TestRedialAfterServerRestart(t *testing.T) {
 }
 
 // TestGracefulExit: SIGTERM and SIGINT make either binary exit 0 within 5 s,
-// also with a connection open through it.
+// also with a connection open through it in the middle of a transfer.
 func TestGracefulExit(t *testing.T) {
 	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT} {
 		for _, v := range tunnelVariants[:3] {
@@ -72,15 +77,10 @@ func TestGracefulExit(t *testing.T) {
 				o.Target = tg.Addr()
 				tun := startTunnel(t, o)
 
-				// An idle connection through the tunnel, open while the signals arrive.
-				c, err := demo.Dial(context.Background(), tun.ClientAddr)
-				if err != nil {
-					t.Fatal(err)
-				}
+				// A connection through the tunnel, established end to end (an echo
+				// came back) and still open while the signals arrive.
+				c := openEcho(t, tun)
 				defer c.Close()
-				if err := through(tun, operations[1], 4096, 10*time.Second); err != nil {
-					t.Fatal(err)
-				}
 
 				for _, p := range []*demo.Proc{tun.Client, tun.Server} {
 					start := time.Now()
@@ -100,6 +100,30 @@ func TestGracefulExit(t *testing.T) {
 			})
 		}
 	}
+}
+
+// openEcho starts an echo of 1 MiB through the tunnel, sends the first KiB and
+// reads it back, and leaves the connection open mid-transfer.
+func openEcho(t *testing.T, tun *demo.Tunnel) net.Conn {
+	t.Helper()
+	c, err := demo.Dial(context.Background(), tun.ClientAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	hdr := make([]byte, 9)
+	hdr[0] = demo.OpEcho
+	binary.BigEndian.PutUint64(hdr[1:], 1<<20)
+	data := make([]byte, 1024)
+	rand.Read(data)
+	if _, err := c.Write(append(hdr, data...)); err != nil {
+		t.Fatal(err)
+	}
+	back := make([]byte, len(data))
+	if _, err := io.ReadFull(c, back); err != nil || !bytes.Equal(back, data) {
+		t.Fatalf("echo through the tunnel: %v (equal %v)", err, bytes.Equal(back, data))
+	}
+	return c
 }
 
 // TestVersion: both binaries report the version stamped at build time.
