@@ -116,15 +116,7 @@ func (st *Stream) Read(p []byte) (int, error) {
 			return 0, err
 		}
 		st.rwait = p
-		st.rmu.Unlock()
-		var timeout <-chan time.Time
-		timer, timeout = armTimer(timer, st.rdl.Load())
-		select {
-		case <-st.rsig:
-		case <-st.sess.die:
-		case <-timeout:
-		}
-		st.rmu.Lock()
+		timer = st.waitLocked(timer)
 	}
 }
 
@@ -155,16 +147,23 @@ func (st *Stream) WriteTo(w io.Writer) (int64, error) {
 			}
 			return total, err
 		}
-		st.rmu.Unlock()
-		var timeout <-chan time.Time
-		timer, timeout = armTimer(timer, st.rdl.Load())
-		select {
-		case <-st.rsig:
-		case <-st.sess.die:
-		case <-timeout:
-		}
-		st.rmu.Lock()
+		timer = st.waitLocked(timer)
 	}
+}
+
+// waitLocked waits, with rmu released, until data or an event may have
+// arrived or the read deadline passes. It reuses and returns timer.
+func (st *Stream) waitLocked(timer *time.Timer) *time.Timer {
+	st.rmu.Unlock()
+	var timeout <-chan time.Time
+	timer, timeout = armTimer(timer, st.rdl.Load())
+	select {
+	case <-st.rsig:
+	case <-st.sess.die:
+	case <-timeout:
+	}
+	st.rmu.Lock()
+	return timer
 }
 
 // consumedLocked accounts for n bytes taken by the application, unlocks
