@@ -6,6 +6,9 @@
 // started, also on failure or Ctrl-C.
 //
 //	go run ./internal/demo/cmd/demo -bin bin -size 256MiB
+//	go run ./internal/demo/cmd/demo -- --sndwnd 1024 --rcvwnd 1024
+//
+// Arguments after the flags are passed to both smuxtun-server and smuxtun-client.
 //
 // `make demo` builds the binaries and runs it.
 package main
@@ -46,7 +49,12 @@ func run() error {
 	transport := flag.String("transport", "kcp", "transport between client and server: kcp or tcp")
 	nocomp := flag.Bool("nocomp", false, "run the tunnel with --nocomp")
 	timeout := flag.Duration("timeout", 100*time.Second, "give up after this long")
+	flag.Usage = func() {
+		fmt.Fprintf(flag.CommandLine.Output(), "usage: %s [flags] [-- smuxtun flags for both ends]\n", os.Args[0])
+		flag.PrintDefaults()
+	}
 	flag.Parse()
+	extra := flag.Args()
 
 	size, err := parseSize(*sizeFlag)
 	if err != nil {
@@ -77,7 +85,8 @@ func run() error {
 
 	transfers := []transfer{{"upload", demo.Upload}, {"download", demo.Download}}
 
-	opts := demo.Options{Bin: *bin, Target: target.Addr(), Transport: *transport, NoComp: *nocomp}
+	opts := demo.Options{Bin: *bin, Target: target.Addr(), Transport: *transport, NoComp: *nocomp,
+		ServerArgs: extra, ClientArgs: extra}
 	tun, err := demo.StartTunnel(ctx, opts)
 	if err != nil {
 		return err
@@ -91,8 +100,13 @@ func run() error {
 		}
 	}()
 	fmt.Printf("  smuxtun-server  %s/%s -> target  (pid %d)\n", tun.ServerAddr, map[string]string{"kcp": "udp", "tcp": "tcp"}[*transport], tun.Server.Pid())
-	fmt.Printf("  smuxtun-client  %s -> server  (pid %d, key generated for this run, transport %s%s)\n\n",
+	settings := "kcptun's defaults"
+	if len(extra) > 0 {
+		settings = strings.Join(extra, " ")
+	}
+	fmt.Printf("  smuxtun-client  %s -> server  (pid %d, key generated for this run, transport %s%s)\n",
 		tun.ClientAddr, tun.Client.Pid(), *transport, map[bool]string{true: ", --nocomp"}[*nocomp])
+	fmt.Printf("  settings        %s\n\n", settings)
 
 	// The same transfers straight to the target first, as the baseline.
 	direct := make([]time.Duration, len(transfers))
