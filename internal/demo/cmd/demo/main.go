@@ -273,8 +273,8 @@ func formatBytes(n int64) string {
 
 var errSize = errors.New("want a number of bytes, optionally with KiB, MiB or GiB")
 
-func parseSize(s string) (int64, error) {
-	mult := int64(1)
+func parseSize(in string) (int64, error) {
+	s, mult := in, int64(1)
 	for _, u := range []struct {
 		suffix string
 		mult   int64
@@ -286,7 +286,7 @@ func parseSize(s string) (int64, error) {
 	}
 	n, err := strconv.ParseInt(s, 10, 64)
 	if err != nil || n <= 0 || n > (1<<40)/mult {
-		return 0, fmt.Errorf("%q: %w", s, errSize)
+		return 0, fmt.Errorf("%q: %w", in, errSize)
 	}
 	return n * mult, nil
 }
