@@ -152,8 +152,11 @@ func TestDockerfile(t *testing.T) {
 		}
 	}
 	for _, bin := range []string{demo.ServerBinary, demo.ClientBinary} {
-		if !slices.ContainsFunc(copied, func(s string) bool { return strings.HasSuffix(s, "/"+bin) }) {
+		i := slices.IndexFunc(copied, func(s string) bool { return strings.HasSuffix(s, "/"+bin) })
+		if i < 0 {
 			t.Errorf("the final stage does not copy %s from the build stage (COPY args %v)", bin, copied)
+		} else if !strings.Contains(buildRun, "-o "+copied[i]+" ") {
+			t.Errorf("the final stage copies %s, which the build stage does not write (-o)", copied[i])
 		}
 	}
 	var argv []string
