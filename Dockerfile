@@ -2,7 +2,7 @@
 #
 # smuxtun in a container: both binaries, static, in a distroless image that runs
 # as an unprivileged user. The server is the entrypoint; run the client with
-# --entrypoint smuxtun-client. See README.md ("Docker").
+# --entrypoint /usr/local/bin/smuxtun-client. See README.md ("Docker").
 #
 #   docker build --build-arg VERSION=$(git describe --tags --always --dirty) -t smuxtun .
 #
