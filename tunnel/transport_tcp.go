@@ -34,7 +34,7 @@ func (t tcpTransport) dial(ctx context.Context, addr string) (net.Conn, error) {
 	var d net.Dialer
 	c, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("dial tcp %s: %w", addr, err)
+		return nil, err // the net package already names the address
 	}
 	c = t.tune(c)
 	if t.key == nil {
@@ -45,7 +45,7 @@ func (t tcpTransport) dial(ctx context.Context, addr string) (net.Conn, error) {
 	defer cancel()
 	if err := s.HandshakeContext(hctx); err != nil {
 		c.Close()
-		return nil, fmt.Errorf("dial tcp %s: %w", addr, err)
+		return nil, fmt.Errorf("handshake with %s: %w", addr, err)
 	}
 	return s, nil
 }

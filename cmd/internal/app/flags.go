@@ -68,7 +68,7 @@ func commonOptions(cfg *config.Common) []option {
 	opts := []option{
 		strOpt("key", nil, catTunnel, &cfg.Key,
 			"pre-shared secret, must match the peer (also $"+envKey+" or $"+envKcptunKey+"); required, there is no built-in key"),
-		strOpt("crypt", nil, catTunnel, &cfg.Crypt, "packet cipher: "+strings.Join(config.Ciphers(), ", ")),
+		strOpt("crypt", nil, catTunnel, &cfg.Crypt, "cipher: "+strings.Join(config.Ciphers(), ", ")+" (kcp: kcptun's packet cipher; tcp: any name but none/null turns on AES-256-GCM)"),
 		strOpt("mode", nil, catKCP, &cfg.Mode, "KCP profile: "+strings.Join(config.Modes(), ", ")+" (manual uses --nodelay, --interval, --resend, --nc)"),
 		strOpt("transport", nil, catTunnel, &cfg.Transport, "link to the peer: kcp (UDP) or tcp (for networks that block UDP; both ends must agree)"),
 		boolOpt("nocomp", nil, catTunnel, &cfg.NoComp, "disable snappy compression (must match the peer)"),
