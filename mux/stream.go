@@ -3,6 +3,7 @@ package mux
 import (
 	"io"
 	"net"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -24,6 +25,7 @@ type Stream struct {
 	rwait    []byte // the buffer of a reader waiting in Read, filled directly
 	rgot     int    // bytes of rwait already filled
 	rfilling bool   // the session is copying into rwait right now
+	busy     bool   // the last read found data: the next wait spins first
 	dieCh    chan struct{}
 	dieShut  bool
 	rsig     chan struct{}
@@ -151,10 +153,36 @@ func (st *Stream) WriteTo(w io.Writer) (int64, error) {
 	}
 }
 
+// spinRounds bounds how often a waiter yields the processor, watching ch,
+// before it parks. Parking and waking an idle thread costs tens of
+// microseconds on a quiet machine, which in a window-limited transfer is
+// paid on every round trip of a window update; a waiter that yields instead
+// keeps its thread running, and the scheduler polls the network meanwhile.
+const spinRounds = 10
+
+// spin yields up to spinRounds times and reports whether ch fired meanwhile.
+func spin(ch chan struct{}) bool {
+	for range spinRounds {
+		runtime.Gosched()
+		select {
+		case <-ch:
+			return true
+		default:
+		}
+	}
+	return false
+}
+
 // waitLocked waits, with rmu released, until data or an event may have
 // arrived or the read deadline passes. It reuses and returns timer.
 func (st *Stream) waitLocked(timer *time.Timer) *time.Timer {
+	busy := st.busy
+	st.busy = false
 	st.rmu.Unlock()
+	if busy && spin(st.rsig) {
+		st.rmu.Lock()
+		return timer
+	}
 	var timeout <-chan time.Time
 	timer, timeout = armTimer(timer, st.rdl.Load())
 	select {
@@ -172,6 +200,7 @@ func (st *Stream) waitLocked(timer *time.Timer) *time.Timer {
 // the peer when enough has been consumed.
 func (st *Stream) consumedLocked(n int, charged bool) {
 	s := st.sess
+	st.busy = true
 	var upd bool
 	if s.ver == 2 {
 		st.consumed += uint32(n)
@@ -256,9 +285,12 @@ func (st *Stream) Write(b []byte) (int, error) {
 			sd.flushLocked(st)
 			continue
 		}
+		windowShut := err == nil && !st.queued && len(st.wbuf) > 0
 		sd.mu.Unlock()
 		if err != nil {
 			<-st.wsig // the flusher signals when our frames are out
+		} else if windowShut && spin(st.wsig) {
+			// The window reopened while we stayed on the CPU.
 		} else {
 			var timeout <-chan time.Time
 			timer, timeout = armTimer(timer, st.wdl.Load())
