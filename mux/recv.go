@@ -190,8 +190,9 @@ func (s *Session) recvData(fr *frameReader, h *header) error {
 		}
 		n -= k
 		if n == 0 {
+			now := s.updateDue(st)
 			st.rmu.Unlock()
-			s.wakeLater(st)
+			s.wake(st, now)
 			return nil
 		}
 	}
@@ -204,28 +205,47 @@ func (s *Session) recvData(fr *frameReader, h *header) error {
 			}
 			s.bucket.Add(-int64(n))
 		}
+		now := s.updateDue(st)
 		st.rmu.Unlock()
 		fr.skip(n)
-	} else {
-		st.rmu.Unlock()
-		b := getBuf(n)
-		if err := fr.readFull((*b)[:n]); err != nil {
-			putBuf(b)
-			return fmt.Errorf("read from %s: %w", peerName(s), err)
-		}
-		st.rmu.Lock()
-		if !st.shutdown.Load() {
-			st.rq.push(chunk{b: *b, pb: b, end: n})
-			s.bucket.Add(-int64(n))
-			b = nil
-		}
-		st.rmu.Unlock()
-		if b != nil {
-			putBuf(b)
-		}
+		s.wake(st, now)
+		return nil
 	}
-	s.wakeLater(st)
+	st.rmu.Unlock()
+	b := getBuf(n)
+	if err := fr.readFull((*b)[:n]); err != nil {
+		putBuf(b)
+		return fmt.Errorf("read from %s: %w", peerName(s), err)
+	}
+	st.rmu.Lock()
+	if !st.shutdown.Load() {
+		st.rq.push(chunk{b: *b, pb: b, end: n})
+		s.bucket.Add(-int64(n))
+		b = nil
+	}
+	now := s.updateDue(st)
+	st.rmu.Unlock()
+	if b != nil {
+		putBuf(b)
+	}
+	s.wake(st, now)
 	return nil
+}
+
+// updateDue reports, in version 2, whether st holds enough unread data that
+// reading it will send a window update: its reader is woken at once then,
+// so that the update reaches a sender waiting on the window while the rest
+// of the burst is still being read. Otherwise wake-ups wait for the burst.
+func (s *Session) updateDue(st *Stream) bool {
+	return s.ver == 2 && st.rgot+st.rq.size >= s.config.MaxStreamBuffer/4
+}
+
+func (s *Session) wake(st *Stream, now bool) {
+	if now {
+		st.signalR()
+	} else {
+		s.wakeLater(st)
+	}
 }
 
 // admitLocked checks, in version 2, that the peer stays within the window

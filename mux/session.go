@@ -31,6 +31,7 @@ type Session struct {
 	bucket    atomic.Int64
 	bucketSig chan struct{}
 	heard     atomic.Bool // a frame arrived since the last keepalive check
+	spinners  atomic.Int32
 
 	sender
 	recv receiver

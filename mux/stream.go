@@ -161,7 +161,14 @@ func (st *Stream) WriteTo(w io.Writer) (int64, error) {
 const spinRounds = 10
 
 // spin yields up to spinRounds times and reports whether ch fired meanwhile.
-func spin(ch chan struct{}) bool {
+// Only one waiter of a session spins at a time: with many streams waiting,
+// spinning would only take the processor from the ones with work.
+func (s *Session) spin(ch chan struct{}) bool {
+	if s.spinners.Add(1) > 1 {
+		s.spinners.Add(-1)
+		return false
+	}
+	defer s.spinners.Add(-1)
 	for range spinRounds {
 		runtime.Gosched()
 		select {
@@ -179,7 +186,7 @@ func (st *Stream) waitLocked(timer *time.Timer) *time.Timer {
 	busy := st.busy
 	st.busy = false
 	st.rmu.Unlock()
-	if busy && spin(st.rsig) {
+	if busy && st.sess.spin(st.rsig) {
 		st.rmu.Lock()
 		return timer
 	}
@@ -289,7 +296,7 @@ func (st *Stream) Write(b []byte) (int, error) {
 		sd.mu.Unlock()
 		if err != nil {
 			<-st.wsig // the flusher signals when our frames are out
-		} else if windowShut && spin(st.wsig) {
+		} else if windowShut && st.sess.spin(st.wsig) {
 			// The window reopened while we stayed on the CPU.
 		} else {
 			var timeout <-chan time.Time
