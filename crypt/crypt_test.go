@@ -165,7 +165,7 @@ func checkBlock(t *testing.T, name string, ours, want, wrongKey kcp.BlockCrypt) 
 		if !bytes.Equal(enc, ref) {
 			t.Fatalf("len %d: ciphertext differs from kcp-go's with the same key slice", len(plain))
 		}
-		if name != "none" && n > 0 && bytes.Equal(enc[16:], plain[16:]) {
+		if name != "none" && n >= 8 && bytes.Equal(enc[16:], plain[16:]) {
 			t.Fatalf("len %d: payload left in clear", len(plain))
 		}
 		if name == "none" && !bytes.Equal(enc, plain) {
@@ -181,7 +181,9 @@ func checkBlock(t *testing.T, name string, ours, want, wrongKey kcp.BlockCrypt) 
 		if !bytes.Equal(ref, plain) {
 			t.Fatalf("len %d: in-place round trip failed", len(plain))
 		}
-		if name != "none" && n > 0 {
+		// A payload of a byte or two comes out right under a wrong key once
+		// in 256 or so; from 8 bytes on that cannot happen by chance.
+		if name != "none" && n >= 8 {
 			wrongKey.Decrypt(dec, enc)
 			if bytes.Equal(dec[16:], plain[16:]) {
 				t.Fatalf("len %d: a different key decrypted the packet", len(plain))
