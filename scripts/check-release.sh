@@ -2,7 +2,8 @@
 # Checks the binaries `make release` wrote to DIST: the checksums match, every
 # binary is built for the platform its name says, and every binary that this
 # machine can run (natively, or under qemu-user if installed: apt-get install
-# qemu-user) prints VERSION for --version.
+# qemu-user) prints VERSION for --version; the others must contain the
+# VERSION string.
 #
 #   scripts/check-release.sh dist v1.2.3
 set -euo pipefail
@@ -35,7 +36,12 @@ for f in smuxtun-*; do
 	fi
 	case "$os" in linux) if grep -q 'dynamically linked' <<<"$desc"; then echo "$f: not static: $desc"; fail=1; continue; fi ;; esac
 	if [ "${run[0]:-}" = none ] || { [ ${#run[@]} -gt 0 ] && ! command -v "${run[0]}" >/dev/null; }; then
-		printf '%-36s %-10s built (%s); cannot run here\n' "$f" "$os/$arch" "${desc%%,*}"
+		# Cannot run it here: check that the version string was linked in
+		# (-trimpath keeps -ldflags out of the build information).
+		if ! grep -qaF -- "$version" "$f"; then
+			echo "$f: the version string $version is not in the binary"; fail=1; continue
+		fi
+		printf '%-36s %-10s built (%s); cannot run here; stamped %s\n' "$f" "$os/$arch" "${desc%%,*}" "$version"
 		continue
 	fi
 	out=$("${run[@]}" "./$f" --version 2>&1) || { echo "$f --version failed: $out"; fail=1; continue; }

@@ -5,10 +5,11 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"syscall"
 	"time"
 
 	"github.com/smuxtun/smuxtun/crypt"
+	"golang.org/x/net/ipv4"
+	"golang.org/x/net/ipv6"
 )
 
 // handshakeTimeout bounds the client's side of the stream-cipher handshake,
@@ -102,26 +103,11 @@ func (t tcpTransport) tune(c net.Conn) net.Conn {
 	return tc
 }
 
-// setTOS sets the IPv4 TOS byte, or the IPv6 traffic class, of a socket.
+// setTOS sets the IPv4 TOS byte, or the IPv6 traffic class, of a socket,
+// through golang.org/x/net so that it builds for every release platform.
 func setTOS(c *net.TCPConn, tos int) error {
-	rc, err := c.SyscallConn()
-	if err != nil {
-		return err
-	}
-	v6 := false
 	if a, ok := c.LocalAddr().(*net.TCPAddr); ok && a.IP.To4() == nil {
-		v6 = true
+		return ipv6.NewConn(c).SetTrafficClass(tos)
 	}
-	var serr error
-	err = rc.Control(func(fd uintptr) {
-		if v6 {
-			serr = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_IPV6, syscall.IPV6_TCLASS, tos)
-		} else {
-			serr = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_IP, syscall.IP_TOS, tos)
-		}
-	})
-	if err != nil {
-		return err
-	}
-	return serr
+	return ipv4.NewConn(c).SetTOS(tos)
 }
