@@ -393,16 +393,7 @@ func TestStalledStreamDoesNotFreezeOthers(t *testing.T) {
 		t.Run(cfg.name, func(t *testing.T) {
 			checkGoroutines(t)
 			client, server := sessionPair(t, implOurs, implOurs, cfg, cfg)
-			st1, err := client.open()
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { st1.Close() })
-			peer1, err := server.accept()
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { peer1.Close() })
+			st1, peer1 := streamPair(t, client, server)
 
 			// Stream 1: the writer never stops, the reader never reads.
 			const stallCap = 64 << 20
@@ -422,16 +413,7 @@ func TestStalledStreamDoesNotFreezeOthers(t *testing.T) {
 			time.Sleep(100 * time.Millisecond)
 
 			// Stream 2: 10 MiB must still arrive, whole.
-			st2, err := client.open()
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { st2.Close() })
-			peer2, err := server.accept()
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { peer2.Close() })
+			st2, peer2 := streamPair(t, client, server)
 			data := payload(rand.New(rand.NewPCG(10, 2)), 10<<20)
 			wrote := make(chan error, 1)
 			go func() {
@@ -504,20 +486,11 @@ func TestDeadlines(t *testing.T) {
 			checkGoroutines(t)
 			cfg := defaultConfig(version)
 			client, server := sessionPair(t, implOurs, implOurs, cfg, cfg)
-			st, err := client.open()
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { st.Close() })
-			peer, err := server.accept()
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { peer.Close() })
+			st, peer := streamPair(t, client, server)
 			buf := make([]byte, 16)
 
 			st.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
-			err = callWithin(t, 2*time.Second, "Read with a 50 ms deadline", func() error {
+			err := callWithin(t, 2*time.Second, "Read with a 50 ms deadline", func() error {
 				_, err := st.Read(buf)
 				return err
 			})
@@ -973,16 +946,7 @@ func TestBusyStreamDoesNotStarveOthers(t *testing.T) {
 		t.Run(cfg.name, func(t *testing.T) {
 			checkGoroutines(t)
 			client, server := sessionPair(t, implOurs, implOurs, cfg, cfg)
-			busy, err := client.open()
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { busy.Close() })
-			busyPeer, err := server.accept()
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { busyPeer.Close() })
+			busy, busyPeer := streamPair(t, client, server)
 			stop := make(chan struct{})
 			busyDone := make(chan struct{})
 			go func() {
@@ -1003,16 +967,7 @@ func TestBusyStreamDoesNotStarveOthers(t *testing.T) {
 			t.Cleanup(func() { close(stop); busy.Close(); <-busyDone })
 
 			// A 4 MiB transfer on a second stream.
-			st, err := client.open()
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { st.Close() })
-			peer, err := server.accept()
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { peer.Close() })
+			st, peer := streamPair(t, client, server)
 			data := payload(rand.New(rand.NewPCG(4, 4)), 4<<20)
 			go func() {
 				st.Write(data)

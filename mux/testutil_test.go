@@ -392,3 +392,20 @@ const (
 	cmdNOP = 3
 	cmdUPD = 4
 )
+
+// streamPair opens a stream on client, accepts it on server, and closes both
+// when the test ends.
+func streamPair(t *testing.T, client, server session) (opened, accepted halfConn) {
+	t.Helper()
+	opened, err := client.open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { opened.Close() })
+	accepted, err = server.accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { accepted.Close() })
+	return opened, accepted
+}
