@@ -15,23 +15,7 @@ import (
 
 var client, server string // paths of the binaries built by TestMain
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "smuxtun-client-test-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	client, server = filepath.Join(dir, "smuxtun-client"), filepath.Join(dir, "smuxtun-server")
-	err = proctest.Build(dir, map[string]string{"smuxtun-client": "./cmd/client", "smuxtun-server": "./cmd/server"})
-	code := 1
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-	} else {
-		code = m.Run()
-	}
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { proctest.Main(m, &client, &server) }
 
 // errorExit is how long an invalid invocation may take to be refused.
 const errorExit = time.Second

@@ -18,23 +18,7 @@ import (
 
 var server, client string // paths of the binaries built by TestMain
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "smuxtun-server-test-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	server, client = filepath.Join(dir, "smuxtun-server"), filepath.Join(dir, "smuxtun-client")
-	err = proctest.Build(dir, map[string]string{"smuxtun-server": "./cmd/server", "smuxtun-client": "./cmd/client"})
-	code := 1
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-	} else {
-		code = m.Run()
-	}
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { proctest.Main(m, &client, &server) }
 
 // errorExit is how long an invalid invocation may take to be refused.
 const errorExit = time.Second

@@ -306,3 +306,24 @@ func WriteFile(t *testing.T, name, content string) string {
 	}
 	return p
 }
+
+// Main builds smuxtun-client and smuxtun-server into a temporary folder,
+// stores their paths in *client and *server, runs the tests and exits; it is
+// the whole TestMain of a package whose tests run the binaries.
+func Main(m *testing.M, client, server *string) {
+	dir, err := os.MkdirTemp("", "smuxtun-proctest-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	*client, *server = filepath.Join(dir, "smuxtun-client"), filepath.Join(dir, "smuxtun-server")
+	err = Build(dir, map[string]string{"smuxtun-client": "./cmd/client", "smuxtun-server": "./cmd/server"})
+	code := 1
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+	} else {
+		code = m.Run()
+	}
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
