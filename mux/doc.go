@@ -1,4 +1,10 @@
 // Package mux multiplexes many reliable byte streams over one connection using
 // the smux wire protocol (versions 1 and 2), and is a drop-in replacement for
-// github.com/xtaci/smux.
+// github.com/xtaci/smux: the same Config, Client, Server, Session and Stream.
+//
+// PROTOCOL.md beside this file describes the wire format and flow control.
+// The send path is in send.go (no sending goroutine: writers take turns at
+// flushing batches), the receive path in recv.go and frame.go (one reading
+// goroutine per session, payloads handed straight to waiting readers), and
+// the per-stream state in stream.go.
 package mux
