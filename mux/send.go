@@ -40,7 +40,10 @@ type sender struct {
 	carry []byte
 	// connDL is the write deadline last set on the connection (UnixNano).
 	connDL int64
-	dlConn interface{ SetWriteDeadline(time.Time) error }
+	// ctrlDL bounds the batches written by a caller that only came to send
+	// a control frame (UnixNano, 0 = none); ctrlBound is the last such bound.
+	ctrlDL, ctrlBound int64
+	dlConn            interface{ SetWriteDeadline(time.Time) error }
 
 	head, tail *Stream // streams with data they may send now, in turn
 
@@ -211,6 +214,9 @@ func (sd *sender) buildLocked() ([]byte, bool) {
 			sd.pushBack(st)
 		}
 	}
+	if sd.ctrlDL != 0 && (sd.batchDL == 0 || sd.ctrlDL < sd.batchDL) {
+		sd.batchDL = sd.ctrlDL
+	}
 	sd.vec, sd.hdrs, sd.batch = vec, hdrs, batch
 	return ctrl, len(vec) > 0
 }
@@ -295,8 +301,17 @@ func (s *Session) sendControl(cmd byte, sid uint32, consumed, window uint32) err
 	}
 	sd.appendControl(cmd, sid, consumed, window)
 	if !sd.flushing {
+		// Bound the wait on a connection the peer no longer drains, as
+		// xtaci/smux does: what is left then waits in carry.
 		sd.flushing = true
+		// Reuse the last bound while it is at least half a timeout
+		// away, so the connection's deadline is not reset per frame.
+		if now := time.Now().UnixNano(); sd.ctrlBound-now < int64(controlWriteTimeout/2) {
+			sd.ctrlBound = now + int64(controlWriteTimeout)
+		}
+		sd.ctrlDL = sd.ctrlBound
 		sd.flushLocked(nil)
+		sd.ctrlDL = 0
 	}
 	sd.mu.Unlock()
 	if s.closed.Load() {
@@ -304,6 +319,10 @@ func (s *Session) sendControl(cmd byte, sid uint32, consumed, window uint32) err
 	}
 	return nil
 }
+
+// controlWriteTimeout bounds how long Close, CloseWrite, OpenStream and a
+// window update wait for a connection that takes no bytes.
+var controlWriteTimeout = 30 * time.Second
 
 // sendControlAsync queues a keepalive frame without blocking the caller on
 // the connection; at most one is outstanding.

@@ -187,3 +187,43 @@ func FuzzFrameReader(f *testing.F) {
 		}
 	})
 }
+
+// TestCloseBoundedOnStuckConnection: with keepalive off and a peer that
+// stopped reading, Close still returns once controlWriteTimeout has passed.
+func TestCloseBoundedOnStuckConnection(t *testing.T) {
+	saved := controlWriteTimeout
+	controlWriteTimeout = 300 * time.Millisecond
+	t.Cleanup(func() { controlWriteTimeout = saved })
+
+	a, _ := tcpPair(t) // the far end never reads
+	cfg := DefaultConfig()
+	cfg.KeepAliveDisabled = true
+	s, err := Client(a, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	st, err := s.OpenStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Fill the socket buffers; the write deadline frees the writer and
+	// leaves the unwritten rest of its batch to the session.
+	st.SetWriteDeadline(time.Now().Add(200 * time.Millisecond))
+	chunk := make([]byte, 1<<20)
+	for i := 0; i < 256; i++ {
+		if _, err := st.Write(chunk); err != nil {
+			break
+		}
+	}
+	done := make(chan error, 1)
+	go func() { done <- st.Close() }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close still blocked 5 s after the peer stopped reading")
+	}
+	if s.IsClosed() {
+		t.Fatal("a slow peer closed the session")
+	}
+}
