@@ -3,6 +3,7 @@ package mux
 import (
 	"bytes"
 	"crypto/rand"
+	"errors"
 	"crypto/sha256"
 	"io"
 	"net"
@@ -115,7 +116,7 @@ func TestProtocolErrorClosesSession(t *testing.T) {
 		t.Fatal("session still open after an unknown command")
 	}
 	_, err = ss.AcceptStream()
-	if !errorsIs(err, ErrInvalidProtocol) || !errorsIs(err, io.ErrClosedPipe) {
+	if !errors.Is(err, ErrInvalidProtocol) || !errors.Is(err, io.ErrClosedPipe) {
 		t.Fatalf("AcceptStream error %v, want ErrInvalidProtocol and io.ErrClosedPipe", err)
 	}
 }
