@@ -3,8 +3,8 @@ package mux
 import (
 	"bytes"
 	"crypto/rand"
-	"errors"
 	"crypto/sha256"
+	"errors"
 	"io"
 	"net"
 	"sync"
