@@ -47,15 +47,18 @@ type sender struct {
 
 	head, tail *Stream // streams with data they may send now, in turn
 
-	batchDL   int64 // earliest write deadline among the batch's streams
-	mode      writeMode
-	bw        interface{ WriteBuffers([][]byte) (int, error) }
-	vec       [][]byte
-	wv        net.Buffers
-	hdrs      []byte
-	batch     []*Stream
-	flat      []byte
-	nopQueued atomic.Bool
+	batchDL int64 // earliest write deadline among the batch's streams
+	mode    writeMode
+	// kernelConn: the session sits straight on a TCP or unix socket, so
+	// its waiters may spin (see Session.spin).
+	kernelConn bool
+	bw         interface{ WriteBuffers([][]byte) (int, error) }
+	vec        [][]byte
+	wv         net.Buffers
+	hdrs       []byte
+	batch      []*Stream
+	flat       []byte
+	nopQueued  atomic.Bool
 }
 
 func (sd *sender) init(s *Session) {
@@ -66,6 +69,7 @@ func (sd *sender) init(s *Session) {
 	switch c := s.conn.(type) {
 	case *net.TCPConn, *net.UnixConn:
 		sd.mode = writeVectored
+		sd.kernelConn = true
 	case interface{ WriteBuffers([][]byte) (int, error) }:
 		sd.mode = writeBuffers
 		sd.bw = c
