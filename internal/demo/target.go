@@ -110,9 +110,12 @@ func (t *Target) acceptLoop() {
 			err := serve(c)
 			t.mu.Lock()
 			delete(t.conns, c)
+			// An error caused by Close tearing the connection down says
+			// nothing about the transfer.
+			stopping := t.closed
 			t.mu.Unlock()
 			c.Close()
-			if err != nil && t.onError != nil {
+			if err != nil && !stopping && t.onError != nil {
 				t.onError(fmt.Errorf("target: %s: %w", c.RemoteAddr(), err))
 			}
 		}()
