@@ -3,6 +3,7 @@ package mux
 import (
 	"encoding/binary"
 	"fmt"
+	"io"
 	"sync/atomic"
 )
 
@@ -41,13 +42,29 @@ func (s *Session) wakeLater(st *Stream) {
 	}
 }
 
+// pollingReader returns what the reading goroutine reads from: the
+// connection itself, or a poller over it (poll_unix.go) when the session
+// sits straight on a kernel socket and its flow is not stop-and-wait. A v2
+// stream window of under four frames lets the peer send about one write per
+// window update, so the next data is a whole round trip away and polling
+// for it only takes the processor from the goroutines that must answer.
+func (s *Session) pollingReader() io.Reader {
+	if !s.sender.kernelConn {
+		return s.conn
+	}
+	if s.ver == 2 && s.config.MaxStreamBuffer < 4*s.config.MaxFrameSize {
+		return s.conn
+	}
+	return newPollReader(s.conn)
+}
+
 // recvLoop reads frames until the connection fails or a frame breaks the
 // protocol; either closes the session.
 func (s *Session) recvLoop() {
 	// Slabs pinned by unread data are bounded to about twice the receive
 	// buffer; past that, payloads are copied out so slabs can be reused.
 	maxSlabs := int32(max(4, 2*s.config.MaxReceiveBuffer/readBufferMax))
-	fr := newFrameReader(s.conn, &s.recv.slabs, maxSlabs)
+	fr := newFrameReader(s.pollingReader(), &s.recv.slabs, maxSlabs)
 	fr.beforeBlock = s.flushWakeups
 	s.recv.fr = fr
 	defer fr.close()

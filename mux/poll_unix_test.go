@@ -1,0 +1,158 @@
+//go:build unix
+
+package mux
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/sha256"
+	"errors"
+	"io"
+	"net"
+	"testing"
+	"time"
+)
+
+// TestPollReaderBulk: under bulk traffic the reader answers reads by
+// polling, and every byte arrives intact and in order.
+func TestPollReaderBulk(t *testing.T) {
+	a, b := tcpPair(t)
+	p, ok := newPollReader(b).(*pollReader)
+	if !ok {
+		t.Fatal("a TCP connection did not get a polling reader")
+	}
+	data := make([]byte, 32<<20)
+	rand.Read(data)
+	go func() {
+		for off := 0; off < len(data); off += 64 << 10 {
+			if _, err := a.Write(data[off : off+64<<10]); err != nil {
+				return
+			}
+		}
+		a.(*net.TCPConn).CloseWrite()
+	}()
+	got, err := io.ReadAll(p)
+	if err != nil {
+		t.Fatalf("read: %v", err)
+	}
+	if sha256.Sum256(got) != sha256.Sum256(data) {
+		t.Fatalf("received %d bytes that differ from the %d sent", len(got), len(data))
+	}
+	if p.polls == 0 {
+		t.Error("32 MiB in 64 KiB writes were all read by parking; polling never engaged")
+	}
+	// The end of the stream comes back as io.EOF, again and again.
+	buf := make([]byte, 10)
+	for range 3 {
+		if n, err := p.Read(buf); n != 0 || err != io.EOF {
+			t.Fatalf("read after the end: %d, %v; want 0, io.EOF", n, err)
+		}
+	}
+}
+
+// TestPollReaderSparse: small messages with gaps between them never make
+// the reader poll, so an idle or chatty session costs no processor time.
+func TestPollReaderSparse(t *testing.T) {
+	a, b := tcpPair(t)
+	p := newPollReader(b).(*pollReader)
+	msg := bytes.Repeat([]byte("x"), 100)
+	buf := make([]byte, 4096)
+	for range 50 {
+		if _, err := a.Write(msg); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(p, buf[:len(msg)]); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(200 * time.Microsecond)
+	}
+	if p.polls != 0 || p.hot {
+		t.Errorf("after 100-byte messages: %d reads answered by polling, hot=%v; want none", p.polls, p.hot)
+	}
+}
+
+// TestPollReaderClosed: a reader polling a connection that closes under it
+// returns the connection's error rather than hanging or panicking.
+func TestPollReaderClosed(t *testing.T) {
+	a, b := tcpPair(t)
+	p := newPollReader(b).(*pollReader)
+	p.hot, p.avg = true, 1<<20 // as after bulk traffic
+	errc := make(chan error, 1)
+	go func() {
+		_, err := p.Read(make([]byte, 1024))
+		errc <- err
+	}()
+	time.Sleep(5 * time.Millisecond)
+	b.Close()
+	select {
+	case err := <-errc:
+		if !errors.Is(err, net.ErrClosed) {
+			t.Fatalf("read on a closed connection: %v; want net.ErrClosed", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("read still blocked 5 s after the connection closed")
+	}
+	// A read that starts hot on a closed connection fails at once too.
+	p.hot = true
+	if _, err := p.Read(make([]byte, 10)); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("read after close: %v; want net.ErrClosed", err)
+	}
+	_ = a
+}
+
+// TestPollReaderNoAllocs: polling is on the data path, so it must not
+// allocate.
+func TestPollReaderNoAllocs(t *testing.T) {
+	a, b := tcpPair(t)
+	p := newPollReader(b).(*pollReader)
+	buf := make([]byte, 8192)
+	allocs := testing.AllocsPerRun(200, func() {
+		p.hot, p.avg = true, 1<<20
+		if _, err := a.Write(buf); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(p, buf); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs != 0 {
+		t.Errorf("%.1f allocations per read, want 0", allocs)
+	}
+}
+
+// TestPollingReaderChoice: sessions poll only straight on a kernel socket,
+// and not in a v2 flow whose stream window holds under four frames.
+func TestPollingReaderChoice(t *testing.T) {
+	kcptun := DefaultConfig()
+	kcptun.MaxFrameSize, kcptun.MaxReceiveBuffer, kcptun.MaxStreamBuffer = 8192, 4<<20, 2<<20
+	v1 := DefaultConfig()
+	v1.Version = 1
+	v2 := DefaultConfig()
+	v2.Version = 2
+	kcptun.Version = 2
+	for _, c := range []struct {
+		name string
+		cfg  *Config
+		poll bool
+	}{{"v1 default", v1, true}, {"v2 default", v2, false}, {"v2 kcptun", kcptun, true}} {
+		a, _ := tcpPair(t)
+		s, err := Client(a, c.cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, polls := s.pollingReader().(*pollReader)
+		s.Close()
+		if polls != c.poll {
+			t.Errorf("%s over TCP: polling %v, want %v", c.name, polls, c.poll)
+		}
+	}
+	x, _ := net.Pipe()
+	s, err := Client(x, v1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, polls := s.pollingReader().(*pollReader); polls {
+		t.Error("a session over net.Pipe polls; only kernel sockets should")
+	}
+}
