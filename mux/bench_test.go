@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"strconv"
 	"strings"
@@ -104,6 +105,65 @@ func yamuxAnchor() benchAnchor {
 		}
 		return w, r
 	}}
+}
+
+// tcpWindowAnchor is raw TCP made to move data the way a 64 KiB smux v2
+// stream window does with 64 KiB writes: the writer sends a window, then
+// waits for the reader to say it has read it (a 16-byte message, like an
+// UPD frame). It is the ceiling for any window-limited mux at that window
+// on this machine, without the mux.
+func tcpWindowAnchor() benchAnchor {
+	return benchAnchor{"tcp-window64k", func(b *testing.B, n int) (w, r []io.ReadWriteCloser) {
+		for range n {
+			c, s := tcpPair(b)
+			w = append(w, &windowWriter{TCPConn: c, ack: make([]byte, 16)})
+			r = append(r, &windowReader{TCPConn: s, ack: make([]byte, 16)})
+		}
+		return w, r
+	}}
+}
+
+const benchWindow = 64 << 10
+
+type windowWriter struct {
+	*net.TCPConn
+	ack []byte
+}
+
+// Write sends b a window at a time, waiting for the reader's word after
+// each.
+func (ww *windowWriter) Write(b []byte) (int, error) {
+	done := 0
+	for done < len(b) {
+		n, err := ww.TCPConn.Write(b[done:min(len(b), done+benchWindow)])
+		done += n
+		if err != nil {
+			return done, err
+		}
+		if _, err := io.ReadFull(ww.TCPConn, ww.ack); err != nil {
+			return done, err
+		}
+	}
+	return done, nil
+}
+
+type windowReader struct {
+	*net.TCPConn
+	ack  []byte
+	read int
+}
+
+// Read answers every full window read with a 16-byte message.
+func (wr *windowReader) Read(b []byte) (int, error) {
+	n, err := wr.TCPConn.Read(b[:min(len(b), benchWindow-wr.read)])
+	wr.read += n
+	if wr.read == benchWindow {
+		wr.read = 0
+		if _, werr := wr.TCPConn.Write(wr.ack); werr != nil && err == nil {
+			err = werr
+		}
+	}
+	return n, err
 }
 
 // defaultAnchors are the transports at their default configuration.
@@ -249,7 +309,8 @@ func readBufs(n int) [][]byte {
 
 // BenchmarkThroughput: one stream, bulk data in 64 KiB writes.
 func BenchmarkThroughput(b *testing.B) {
-	for _, a := range append(defaultAnchors(), kcptunAnchors()...) {
+	anchors := append(defaultAnchors(), tcpWindowAnchor())
+	for _, a := range append(anchors, kcptunAnchors()...) {
 		b.Run(a.name, func(b *testing.B) {
 			w, r := a.pairs(b, 1)
 			msg := make([]byte, benchChunk)
