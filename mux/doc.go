@@ -5,6 +5,7 @@
 // PROTOCOL.md beside this file describes the wire format and flow control.
 // The send path is in send.go (no sending goroutine: writers take turns at
 // flushing batches), the receive path in recv.go and frame.go (one reading
-// goroutine per session, payloads handed straight to waiting readers), and
-// the per-stream state in stream.go.
+// goroutine per session, payloads handed straight to waiting readers; on a
+// kernel socket under bulk traffic it polls briefly before parking, see
+// poll_unix.go), and the per-stream state in stream.go.
 package mux
