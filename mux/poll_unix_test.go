@@ -156,3 +156,68 @@ func TestPollingReaderChoice(t *testing.T) {
 		t.Error("a session over net.Pipe polls; only kernel sockets should")
 	}
 }
+
+// TestPollingSessionBadFrame: a session whose reading goroutine is polling
+// under bulk data still closes at once, with ErrInvalidProtocol, when the
+// peer sends a frame that breaks the protocol.
+func TestPollingSessionBadFrame(t *testing.T) {
+	raw, conn := tcpPair(t)
+	cfg := DefaultConfig()
+	cfg.Version = 1
+	cfg.KeepAliveDisabled = true
+	s, err := Server(conn, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	const frames = 256
+	payload := make([]byte, 32<<10)
+	rand.Read(payload)
+	got := make(chan []byte, 1)
+	go func() {
+		st, err := s.AcceptStream()
+		if err != nil {
+			got <- nil
+			return
+		}
+		buf := make([]byte, frames*len(payload))
+		n, _ := io.ReadFull(st, buf)
+		got <- buf[:n]
+	}()
+	frame := make([]byte, headerSize+len(payload))
+	putHeader(frame, 1, cmdSYN, 0, 1)
+	if _, err := raw.Write(frame[:headerSize]); err != nil {
+		t.Fatal(err)
+	}
+	putHeader(frame, 1, cmdPSH, len(payload), 1)
+	copy(frame[headerSize:], payload)
+	for range frames {
+		if _, err := raw.Write(frame); err != nil {
+			t.Fatal(err)
+		}
+	}
+	data := <-got
+	if len(data) != frames*len(payload) || !bytes.Equal(data[:len(payload)], payload) {
+		t.Fatalf("read %d bytes of %d, or they differ", len(data), frames*len(payload))
+	}
+	bad := make([]byte, headerSize)
+	putHeader(bad, 1, 9, 0, 1) // no such command
+	if _, err := raw.Write(bad); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-s.CloseChan():
+	case <-time.After(time.Second):
+		t.Fatal("the session did not close within 1 s of a frame with an unknown command")
+	}
+	if !errors.Is(s.closeErr, ErrInvalidProtocol) {
+		t.Errorf("session closed with %v, want ErrInvalidProtocol", s.closeErr)
+	}
+	p, ok := s.recv.fr.r.(*pollReader)
+	if !ok {
+		t.Fatal("a v1 session on TCP reads without polling")
+	}
+	if p.polls == 0 {
+		t.Error("8 MiB of 32 KiB frames never engaged polling; the test did not cover the polling path")
+	}
+}
