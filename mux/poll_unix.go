@@ -45,11 +45,13 @@ type pollReader struct {
 	avg  int  // moving average of read sizes
 	// polls counts reads answered by polling rather than by parking.
 	polls int
+	// allow, when set, is asked before each poll.
+	allow func() bool
 }
 
 // newPollReader returns a polling reader for c, or c itself when c has no
 // file descriptor to poll.
-func newPollReader(c io.Reader) io.Reader {
+func newPollReader(c io.Reader, allow func() bool) io.Reader {
 	sc, ok := c.(syscall.Conn)
 	if !ok {
 		return c
@@ -58,7 +60,7 @@ func newPollReader(c io.Reader) io.Reader {
 	if err != nil {
 		return c
 	}
-	p := &pollReader{conn: c, rc: rc}
+	p := &pollReader{conn: c, rc: rc, allow: allow}
 	p.try = p.tryRead // bound once, so polling does not allocate
 	return p
 }
@@ -69,7 +71,7 @@ func (p *pollReader) tryRead(fd uintptr) bool {
 }
 
 func (p *pollReader) Read(b []byte) (int, error) {
-	if p.hot && len(b) > 0 {
+	if p.hot && len(b) > 0 && (p.allow == nil || p.allow()) {
 		if n, ok := p.poll(b); ok {
 			p.polls++
 			p.note(n)

@@ -17,7 +17,7 @@ import (
 // polling, and every byte arrives intact and in order.
 func TestPollReaderBulk(t *testing.T) {
 	a, b := tcpPair(t)
-	p, ok := newPollReader(b).(*pollReader)
+	p, ok := newPollReader(b, nil).(*pollReader)
 	if !ok {
 		t.Fatal("a TCP connection did not get a polling reader")
 	}
@@ -54,7 +54,7 @@ func TestPollReaderBulk(t *testing.T) {
 // the reader poll, so an idle or chatty session costs no processor time.
 func TestPollReaderSparse(t *testing.T) {
 	a, b := tcpPair(t)
-	p := newPollReader(b).(*pollReader)
+	p := newPollReader(b, nil).(*pollReader)
 	msg := bytes.Repeat([]byte("x"), 100)
 	buf := make([]byte, 4096)
 	for range 50 {
@@ -75,7 +75,7 @@ func TestPollReaderSparse(t *testing.T) {
 // returns the connection's error rather than hanging or panicking.
 func TestPollReaderClosed(t *testing.T) {
 	a, b := tcpPair(t)
-	p := newPollReader(b).(*pollReader)
+	p := newPollReader(b, nil).(*pollReader)
 	p.hot, p.avg = true, 1<<20 // as after bulk traffic
 	errc := make(chan error, 1)
 	go func() {
@@ -104,7 +104,7 @@ func TestPollReaderClosed(t *testing.T) {
 // allocate.
 func TestPollReaderNoAllocs(t *testing.T) {
 	a, b := tcpPair(t)
-	p := newPollReader(b).(*pollReader)
+	p := newPollReader(b, nil).(*pollReader)
 	buf := make([]byte, 8192)
 	allocs := testing.AllocsPerRun(200, func() {
 		p.hot, p.avg = true, 1<<20
@@ -219,5 +219,46 @@ func TestPollingSessionBadFrame(t *testing.T) {
 	}
 	if p.polls == 0 {
 		t.Error("8 MiB of 32 KiB frames never engaged polling; the test did not cover the polling path")
+	}
+}
+
+// TestPollingStopsWithManyStreams: a session with more than pollMaxStreams
+// streams open does not poll, and a reader whose allow says no never polls.
+func TestPollingStopsWithManyStreams(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Version = 1
+	cs, _ := sessionPair(t, cfg)
+	pr, ok := cs.pollingReader().(*pollReader)
+	if !ok {
+		t.Fatal("a v1 session on TCP reads without polling")
+	}
+	for i := range pollMaxStreams + 1 {
+		if !pr.allow() {
+			t.Fatalf("polling refused with %d streams open, the limit is %d", i, pollMaxStreams)
+		}
+		if _, err := cs.OpenStream(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if pr.allow() {
+		t.Fatalf("polling allowed with %d streams open, the limit is %d", cs.NumStreams(), pollMaxStreams)
+	}
+
+	a, b := tcpPair(t)
+	p := newPollReader(b, func() bool { return false }).(*pollReader)
+	go func() {
+		chunk := make([]byte, 64<<10)
+		for range 64 {
+			if _, err := a.Write(chunk); err != nil {
+				return
+			}
+		}
+		a.(*net.TCPConn).CloseWrite()
+	}()
+	if n, err := io.Copy(io.Discard, p); err != nil || n != 64*64<<10 {
+		t.Fatalf("read %d bytes, %v; want %d", n, err, 64*64<<10)
+	}
+	if p.polls != 0 {
+		t.Errorf("%d reads answered by polling although allow said no", p.polls)
 	}
 }

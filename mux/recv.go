@@ -44,10 +44,11 @@ func (s *Session) wakeLater(st *Stream) {
 
 // pollingReader returns what the reading goroutine reads from: the
 // connection itself, or a poller over it (poll_unix.go) when the session
-// sits straight on a kernel socket and its flow is not stop-and-wait. A v2
-// stream window of under four frames lets the peer send about one write per
-// window update, so the next data is a whole round trip away and polling
-// for it only takes the processor from the goroutines that must answer.
+// sits straight on a kernel socket and its flow is not stop-and-wait; the
+// poller polls only while the session has few streams open. A v2 stream
+// window of under four frames lets the peer send about one write per window
+// update, so the next data is a whole round trip away and polling for it
+// only takes the processor from the goroutines that must answer.
 func (s *Session) pollingReader() io.Reader {
 	if !s.sender.kernelConn {
 		return s.conn
@@ -55,8 +56,13 @@ func (s *Session) pollingReader() io.Reader {
 	if s.ver == 2 && s.config.MaxStreamBuffer < 4*s.config.MaxFrameSize {
 		return s.conn
 	}
-	return newPollReader(s.conn)
+	return newPollReader(s.conn, func() bool { return s.NumStreams() <= pollMaxStreams })
 }
+
+// pollMaxStreams: a session with more streams open does not poll. With many
+// streams there is usually other work for the processor, and polling took
+// about a seventh off 64 streams' aggregate throughput (docs/PERFORMANCE.md).
+const pollMaxStreams = 8
 
 // recvLoop reads frames until the connection fails or a frame breaks the
 // protocol; either closes the session.
