@@ -16,6 +16,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/smuxtun/smuxtun/internal/nettest"
 )
 
 var (
@@ -49,40 +51,10 @@ func checkGoroutines(t *testing.T) {
 	})
 }
 
-// tcpPair returns the two ends of a loopback TCP connection.
-func tcpPair(t testing.TB) (dialed, accepted *net.TCPConn) {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	type result struct {
-		c   net.Conn
-		err error
-	}
-	ch := make(chan result, 1)
-	go func() {
-		c, err := l.Accept()
-		ch <- result{c, err}
-	}()
-	d, err := net.Dial("tcp", l.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := <-ch
-	if r.err != nil {
-		d.Close()
-		t.Fatal(r.err)
-	}
-	t.Cleanup(func() { d.Close(); r.c.Close() })
-	return d.(*net.TCPConn), r.c.(*net.TCPConn)
-}
-
 // streamPair returns a client and a server Stream over loopback TCP.
 func streamPair(t testing.TB, clientKey, serverKey []byte) (*Stream, *Stream) {
 	t.Helper()
-	d, a := tcpPair(t)
+	d, a := nettest.TCPPair(t)
 	return Client(d, clientKey), Server(a, serverKey)
 }
 
@@ -110,8 +82,8 @@ type relay struct {
 // relay.
 func (r *relay) connect(t *testing.T, clientKey, serverKey []byte) (*Stream, *Stream) {
 	t.Helper()
-	cd, ca := tcpPair(t) // client ↔ relay
-	sd, sa := tcpPair(t) // relay ↔ server
+	cd, ca := nettest.TCPPair(t) // client ↔ relay
+	sd, sa := nettest.TCPPair(t) // relay ↔ server
 	r.captured = make(chan []byte, 1)
 	go func() {
 		io.Copy(ca, sd)
@@ -376,7 +348,7 @@ func TestStreamDirectionKeys(t *testing.T) {
 func TestStreamReflectionRejected(t *testing.T) {
 	// A client talking to a relay that sends its own bytes back.
 	checkGoroutines(t)
-	d, a := tcpPair(t)
+	d, a := nettest.TCPPair(t)
 	go io.Copy(a, a)
 	c := Client(d, keyA)
 	if err := c.Handshake(); !errors.Is(err, ErrAuthFailed) {
@@ -387,7 +359,7 @@ func TestStreamReflectionRejected(t *testing.T) {
 
 func TestStreamPlaintextPeer(t *testing.T) {
 	checkGoroutines(t)
-	d, a := tcpPair(t)
+	d, a := nettest.TCPPair(t)
 	go func() {
 		// A peer without stream encryption reads what it takes for frames,
 		// answers with a smux NOP and hangs up.
@@ -674,11 +646,11 @@ func FuzzStreamRead(f *testing.F) {
 func BenchmarkStream(b *testing.B) {
 	for _, size := range []int{64 << 10} {
 		b.Run(fmt.Sprintf("tcp/%dKiB", size>>10), func(b *testing.B) {
-			d, a := tcpPair(b)
+			d, a := nettest.TCPPair(b)
 			benchTransfer(b, d, a, size)
 		})
 		b.Run(fmt.Sprintf("aes-256-gcm/%dKiB", size>>10), func(b *testing.B) {
-			d, a := tcpPair(b)
+			d, a := nettest.TCPPair(b)
 			benchTransfer(b, Client(d, keyA), Server(a, keyA), size)
 		})
 	}

@@ -14,8 +14,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/smuxtun/smuxtun/mux"
 	"github.com/xtaci/smux"
+
+	"github.com/smuxtun/smuxtun/internal/nettest"
+	"github.com/smuxtun/smuxtun/mux"
 )
 
 // ---- (a) half-close never loses data ----
@@ -169,7 +171,7 @@ type deadOutcome struct {
 // its sending side only (the session reads EOF).
 func deadSessionScenario(t *testing.T, im impl, version int, how string) deadOutcome {
 	t.Helper()
-	local, far := tcpPair(t)
+	local, far := nettest.TCPPair(t)
 	cfg := defaultConfig(version)
 	cfg.keepAliveDisabled = true // only the connection's fate may close the session
 	s, err := im.client(local, cfg)
@@ -354,7 +356,7 @@ func TestKeepAliveTimeoutClosesSession(t *testing.T) {
 	for _, version := range []int{1, 2} {
 		t.Run(fmt.Sprintf("v%d", version), func(t *testing.T) {
 			checkGoroutines(t)
-			local, far := tcpPair(t)
+			local, far := nettest.TCPPair(t)
 			go io.Copy(io.Discard, far)
 			cfg := defaultConfig(version)
 			cfg.keepAliveInterval = 50 * time.Millisecond
@@ -560,7 +562,7 @@ func TestWriteDeadline(t *testing.T) {
 	for _, version := range []int{1, 2} {
 		t.Run(fmt.Sprintf("v%d", version), func(t *testing.T) {
 			checkGoroutines(t)
-			local, _ := tcpPair(t) // the far end never reads
+			local, _ := nettest.TCPPair(t) // the far end never reads
 			cfg := defaultConfig(version)
 			s, err := mux.Client(local, cfg.ours())
 			if err != nil {
@@ -666,7 +668,7 @@ func TestGoroutinesReturnToBaseline(t *testing.T) {
 			}
 		}()
 		for range 5 {
-			c, s := tcpPair(t)
+			c, s := nettest.TCPPair(t)
 			client, err := mux.Client(c, cfg.ours())
 			if err != nil {
 				t.Fatal(err)
@@ -717,7 +719,7 @@ func TestWriteToReturnsNilAtEOF(t *testing.T) {
 		for _, peerImpl := range []impl{implOurs, implXtaci} {
 			t.Run(cfg.name+"/peer-"+peerImpl.name, func(t *testing.T) {
 				checkGoroutines(t)
-				c, s := tcpPair(t)
+				c, s := nettest.TCPPair(t)
 				ours, err := mux.Client(c, cfg.ours())
 				if err != nil {
 					t.Fatal(err)
@@ -766,7 +768,7 @@ func TestWriteToReportsDeadSession(t *testing.T) {
 	for _, version := range []int{1, 2} {
 		t.Run(fmt.Sprintf("v%d", version), func(t *testing.T) {
 			checkGoroutines(t)
-			local, far := tcpPair(t)
+			local, far := nettest.TCPPair(t)
 			cfg := defaultConfig(version)
 			cfg.keepAliveDisabled = true
 			s, err := mux.Client(local, cfg.ours())
@@ -990,7 +992,7 @@ func TestBusyStreamDoesNotStarveOthers(t *testing.T) {
 // import relies on.
 func TestDropInAPI(t *testing.T) {
 	checkGoroutines(t)
-	c, s := tcpPair(t)
+	c, s := nettest.TCPPair(t)
 	client, err := mux.Client(c, nil) // nil means DefaultConfig, as in xtaci/smux
 	if err != nil {
 		t.Fatalf("Client with a nil config: %v", err)

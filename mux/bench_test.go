@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/yamux"
+
+	"github.com/smuxtun/smuxtun/internal/nettest"
 )
 
 // The benchmarks compare, in one run, raw TCP on loopback with our mux,
@@ -39,7 +41,7 @@ type benchAnchor struct {
 func tcpAnchor() benchAnchor {
 	return benchAnchor{"tcp", func(b *testing.B, n int) (w, r []io.ReadWriteCloser) {
 		for range n {
-			c, s := tcpPair(b)
+			c, s := nettest.TCPPair(b)
 			w = append(w, c)
 			r = append(r, s)
 		}
@@ -74,7 +76,7 @@ func muxAnchor(name string, im impl, cfg muxConfig) benchAnchor {
 
 func yamuxAnchor() benchAnchor {
 	return benchAnchor{"yamux", func(b *testing.B, n int) (w, r []io.ReadWriteCloser) {
-		c, s := tcpPair(b)
+		c, s := nettest.TCPPair(b)
 		cfg := yamux.DefaultConfig()
 		cfg.LogOutput = io.Discard
 		client, err := yamux.Client(c, cfg)
@@ -115,7 +117,7 @@ func yamuxAnchor() benchAnchor {
 func tcpWindowAnchor() benchAnchor {
 	return benchAnchor{"tcp-window64k", func(b *testing.B, n int) (w, r []io.ReadWriteCloser) {
 		for range n {
-			c, s := tcpPair(b)
+			c, s := nettest.TCPPair(b)
 			w = append(w, &windowWriter{TCPConn: c, ack: make([]byte, 16)})
 			r = append(r, &windowReader{TCPConn: s, ack: make([]byte, 16)})
 		}

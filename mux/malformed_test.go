@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/smuxtun/smuxtun/internal/nettest"
 	"github.com/smuxtun/smuxtun/mux"
 )
 
@@ -135,7 +136,7 @@ func TestMalformedInput(t *testing.T) {
 
 func runMalformed(t *testing.T, version int, tc malformedCase) {
 	t.Helper()
-	raw, conn := tcpPair(t)
+	raw, conn := nettest.TCPPair(t)
 	cfg := defaultConfig(version)
 	cfg.keepAliveDisabled = true // nothing but the input may close the session
 	s, err := mux.Server(conn, cfg.ours())
@@ -275,7 +276,7 @@ func runMalformed(t *testing.T, version int, tc malformedCase) {
 // must then hold back, not panic, and it must still end cleanly.
 func TestWindowShrinkWhileQueued(t *testing.T) {
 	checkGoroutines(t)
-	raw, conn := tcpPair(t)
+	raw, conn := nettest.TCPPair(t)
 	cfg := defaultConfig(2)
 	cfg.keepAliveDisabled = true
 	s, err := mux.Server(conn, cfg.ours())
@@ -334,7 +335,7 @@ func TestPeerIgnoringBuffersCannotGrowMemory(t *testing.T) {
 	for _, version := range []int{1, 2} {
 		t.Run(fmt.Sprintf("v%d", version), func(t *testing.T) {
 			checkGoroutines(t)
-			raw, conn := tcpPair(t)
+			raw, conn := nettest.TCPPair(t)
 			cfg := defaultConfig(version)
 			cfg.keepAliveDisabled = true
 			before := memSnapshot()

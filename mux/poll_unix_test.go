@@ -11,12 +11,14 @@ import (
 	"net"
 	"testing"
 	"time"
+
+	"github.com/smuxtun/smuxtun/internal/nettest"
 )
 
 // TestPollReaderBulk: under bulk traffic the reader answers reads by
 // polling, and every byte arrives intact and in order.
 func TestPollReaderBulk(t *testing.T) {
-	a, b := tcpPair(t)
+	a, b := nettest.TCPPair(t)
 	p, ok := newPollReader(b, nil).(*pollReader)
 	if !ok {
 		t.Fatal("a TCP connection did not get a polling reader")
@@ -29,7 +31,7 @@ func TestPollReaderBulk(t *testing.T) {
 				return
 			}
 		}
-		a.(*net.TCPConn).CloseWrite()
+		a.CloseWrite()
 	}()
 	got, err := io.ReadAll(p)
 	if err != nil {
@@ -53,7 +55,7 @@ func TestPollReaderBulk(t *testing.T) {
 // TestPollReaderSparse: small messages with gaps between them never make
 // the reader poll, so an idle or chatty session costs no processor time.
 func TestPollReaderSparse(t *testing.T) {
-	a, b := tcpPair(t)
+	a, b := nettest.TCPPair(t)
 	p := newPollReader(b, nil).(*pollReader)
 	msg := bytes.Repeat([]byte("x"), 100)
 	buf := make([]byte, 4096)
@@ -74,7 +76,7 @@ func TestPollReaderSparse(t *testing.T) {
 // TestPollReaderClosed: a reader polling a connection that closes under it
 // returns the connection's error rather than hanging or panicking.
 func TestPollReaderClosed(t *testing.T) {
-	a, b := tcpPair(t)
+	a, b := nettest.TCPPair(t)
 	p := newPollReader(b, nil).(*pollReader)
 	p.hot, p.avg = true, 1<<20 // as after bulk traffic
 	errc := make(chan error, 1)
@@ -103,7 +105,7 @@ func TestPollReaderClosed(t *testing.T) {
 // TestPollReaderNoAllocs: polling is on the data path, so it must not
 // allocate.
 func TestPollReaderNoAllocs(t *testing.T) {
-	a, b := tcpPair(t)
+	a, b := nettest.TCPPair(t)
 	p := newPollReader(b, nil).(*pollReader)
 	buf := make([]byte, 8192)
 	allocs := testing.AllocsPerRun(200, func() {
@@ -135,7 +137,7 @@ func TestPollingReaderChoice(t *testing.T) {
 		cfg  *Config
 		poll bool
 	}{{"v1 default", v1, true}, {"v2 default", v2, false}, {"v2 kcptun", kcptun, true}} {
-		a, _ := tcpPair(t)
+		a, _ := nettest.TCPPair(t)
 		s, err := Client(a, c.cfg)
 		if err != nil {
 			t.Fatal(err)
@@ -161,7 +163,7 @@ func TestPollingReaderChoice(t *testing.T) {
 // under bulk data still closes at once, with ErrInvalidProtocol, when the
 // peer sends a frame that breaks the protocol.
 func TestPollingSessionBadFrame(t *testing.T) {
-	raw, conn := tcpPair(t)
+	raw, conn := nettest.TCPPair(t)
 	cfg := DefaultConfig()
 	cfg.Version = 1
 	cfg.KeepAliveDisabled = true
@@ -244,7 +246,7 @@ func TestPollingStopsWithManyStreams(t *testing.T) {
 		t.Fatalf("polling allowed with %d streams open, the limit is %d", cs.NumStreams(), pollMaxStreams)
 	}
 
-	a, b := tcpPair(t)
+	a, b := nettest.TCPPair(t)
 	p := newPollReader(b, func() bool { return false }).(*pollReader)
 	go func() {
 		chunk := make([]byte, 64<<10)
@@ -253,7 +255,7 @@ func TestPollingStopsWithManyStreams(t *testing.T) {
 				return
 			}
 		}
-		a.(*net.TCPConn).CloseWrite()
+		a.CloseWrite()
 	}()
 	if n, err := io.Copy(io.Discard, p); err != nil || n != 64*64<<10 {
 		t.Fatalf("read %d bytes, %v; want %d", n, err, 64*64<<10)

@@ -6,42 +6,18 @@ import (
 	"crypto/sha256"
 	"errors"
 	"io"
-	"net"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"testing/iotest"
 	"time"
-)
 
-// tcpPair returns both ends of a loopback TCP connection.
-func tcpPair(t testing.TB) (net.Conn, net.Conn) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	ch := make(chan net.Conn, 1)
-	go func() {
-		c, _ := ln.Accept()
-		ch <- c
-	}()
-	a, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := <-ch
-	if b == nil {
-		t.Fatal("accept failed")
-	}
-	t.Cleanup(func() { a.Close(); b.Close() })
-	return a, b
-}
+	"github.com/smuxtun/smuxtun/internal/nettest"
+)
 
 func sessionPair(t testing.TB, cfg *Config) (*Session, *Session) {
 	t.Helper()
-	a, b := tcpPair(t)
+	a, b := nettest.TCPPair(t)
 	cs, err := Client(a, cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -103,7 +79,7 @@ func TestEchoManyStreams(t *testing.T) {
 }
 
 func TestProtocolErrorClosesSession(t *testing.T) {
-	a, b := tcpPair(t)
+	a, b := nettest.TCPPair(t)
 	ss, err := Server(b, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -196,7 +172,7 @@ func TestCloseBoundedOnStuckConnection(t *testing.T) {
 	controlWriteTimeout = 300 * time.Millisecond
 	t.Cleanup(func() { controlWriteTimeout = saved })
 
-	a, _ := tcpPair(t) // the far end never reads
+	a, _ := nettest.TCPPair(t) // the far end never reads
 	cfg := DefaultConfig()
 	cfg.KeepAliveDisabled = true
 	s, err := Client(a, cfg)

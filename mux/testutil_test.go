@@ -13,8 +13,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/smuxtun/smuxtun/mux"
 	"github.com/xtaci/smux"
+
+	"github.com/smuxtun/smuxtun/internal/nettest"
+	"github.com/smuxtun/smuxtun/mux"
 )
 
 // The helpers below let one scenario run against our mux and against
@@ -180,45 +182,11 @@ var (
 	}
 )
 
-// tcpPair returns the two ends of a fresh TCP connection on 127.0.0.1. Both
-// are closed when the test ends.
-func tcpPair(tb testing.TB) (client, server *net.TCPConn) {
-	tb.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatalf("listen: %v", err)
-	}
-	defer ln.Close()
-	type result struct {
-		c   net.Conn
-		err error
-	}
-	ch := make(chan result, 1)
-	go func() {
-		c, err := ln.Accept()
-		ch <- result{c, err}
-	}()
-	c, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		tb.Fatalf("dial %s: %v", ln.Addr(), err)
-	}
-	r := <-ch
-	if r.err != nil {
-		c.Close()
-		tb.Fatalf("accept: %v", r.err)
-	}
-	tb.Cleanup(func() {
-		c.Close()
-		r.c.Close()
-	})
-	return c.(*net.TCPConn), r.c.(*net.TCPConn)
-}
-
 // sessionPair starts a client session of ci and a server session of si over
 // one TCP connection; both are closed when the test ends.
 func sessionPair(tb testing.TB, ci, si impl, cc, sc muxConfig) (client, server session) {
 	tb.Helper()
-	c, s := tcpPair(tb)
+	c, s := nettest.TCPPair(tb)
 	var err error
 	client, err = ci.client(c, cc)
 	if err != nil {

@@ -10,13 +10,15 @@ import (
 	"time"
 
 	"github.com/golang/snappy"
+
+	"github.com/smuxtun/smuxtun/internal/nettest"
 )
 
 // TestCompConnFraming: what compConn writes is the snappy framing format
 // (stream identifier first), every Write is on the wire when Write
 // returns, and concurrent writers never interleave inside one Write.
 func TestCompConnFraming(t *testing.T) {
-	a, b := tcpPair(t)
+	a, b := nettest.TCPPair(t)
 	w := newCompConn(a)
 
 	// Flushed per write: a small write is readable without any further write.
@@ -93,7 +95,7 @@ func TestCompConnFraming(t *testing.T) {
 // TestCompConnReadsReference: compConn reads what the reference wrapper
 // writes, including incompressible data.
 func TestCompConnReadsReference(t *testing.T) {
-	a, b := tcpPair(t)
+	a, b := nettest.TCPPair(t)
 	ref := newRefComp(a)
 	ours := newCompConn(b)
 	data := append(randomBytes(t, 200<<10), bytes.Repeat([]byte("smuxtun "), 20000)...)
@@ -115,7 +117,7 @@ func TestCompConnReadsReference(t *testing.T) {
 // TestCompConnCorrupt: garbage from the network is an error, not a panic
 // or a hang.
 func TestCompConnCorrupt(t *testing.T) {
-	a, b := tcpPair(t)
+	a, b := nettest.TCPPair(t)
 	ours := newCompConn(b)
 	a.Write([]byte("\xff\x06\x00\x00sNaPpY\x00\x10\x00\x00garbage-garbage-"))
 	a.CloseWrite()

@@ -6,32 +6,9 @@ import (
 	"net"
 	"testing"
 	"time"
-)
 
-// tcpPair returns the two ends of a loopback TCP connection.
-func tcpPair(t *testing.T) (client, server *net.TCPConn) {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	acc := make(chan net.Conn, 1)
-	go func() {
-		c, _ := l.Accept()
-		acc <- c
-	}()
-	c, err := net.Dial("tcp", l.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := <-acc
-	if s == nil {
-		t.Fatal("accept failed")
-	}
-	t.Cleanup(func() { c.Close(); s.Close() })
-	return c.(*net.TCPConn), s.(*net.TCPConn)
-}
+	"github.com/smuxtun/smuxtun/internal/nettest"
+)
 
 // pipeRig is userA <-> a ==pipe== b <-> userB over loopback TCP.
 type pipeRig struct {
@@ -42,8 +19,8 @@ type pipeRig struct {
 
 func newPipeRig(t *testing.T, closeWait time.Duration) *pipeRig {
 	t.Helper()
-	userA, a := tcpPair(t)
-	b, userB := tcpPair(t)
+	userA, a := nettest.TCPPair(t)
+	b, userB := nettest.TCPPair(t)
 	r := &pipeRig{userA: userA, userB: userB, res: make(chan pipeResult, 1), stop: make(chan struct{})}
 	go func() { r.res <- pipe(a, b, closeWait, r.stop, nil) }()
 	return r
