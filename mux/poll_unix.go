@@ -79,11 +79,14 @@ func (p *pollReader) Read(b []byte) (int, error) {
 		}
 		p.hot = false
 	}
+	if p.hot {
+		n, err := p.conn.Read(b)
+		p.note(n)
+		return n, err
+	}
 	start := time.Now()
 	n, err := p.conn.Read(b)
-	if !p.hot && time.Since(start) < hotWait {
-		p.hot = true
-	}
+	p.hot = time.Since(start) < hotWait
 	p.note(n)
 	return n, err
 }
