@@ -26,6 +26,11 @@ done
 for f in "$top"/mux/*_test.go; do
 	if grep -q '^package mux_test' "$f"; then cp "$f" "$work/old/mux/"; fi
 done
+# ...and the shared test helpers they import.
+rm -rf "$work/old/internal/nettest"
+mkdir -p "$work/old/internal"
+cp -r "$top/internal/nettest" "$work/old/internal/"
+
 (cd "$work/old" && go test -c -o "$work/old.test" ./mux/)
 (cd "$top" && go test -c -o "$work/new.test" ./mux/)
 
