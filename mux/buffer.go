@@ -6,12 +6,15 @@ import (
 	"sync/atomic"
 )
 
-// Receive buffers come from size-classed pools (powers of two from 512 bytes
+// Receive buffers come from size-classed pools (powers of two from 64 bytes
 // to 64 KiB) so that steady traffic allocates nothing.
 const (
-	minClassShift = 9
+	minClassShift = 6
 	maxClassShift = 16
-	smallChunk    = 4096 // smallest chunk opened for small payloads, so later ones can be appended
+	// smallChunk is the largest chunk opened for small payloads. A chunk
+	// opened for a small payload has room for as much again, so later small
+	// payloads are appended, yet a lone byte pins 64 bytes, not 4 KiB.
+	smallChunk = 4096
 )
 
 var bufPools [maxClassShift - minClassShift + 1]sync.Pool
@@ -126,7 +129,7 @@ func (cq *chunkQueue) appendSmall(p []byte) {
 			return
 		}
 	}
-	b := getBuf(max(len(p), smallChunk))
+	b := getBuf(max(len(p), min(smallChunk, 2*(cq.size+len(p)))))
 	cq.push(chunk{b: *b, pb: b, end: copy(*b, p)})
 }
 

@@ -31,9 +31,22 @@ type Config struct {
 	// session that the application has not read yet.
 	MaxReceiveBuffer int
 
-	// MaxStreamBuffer is the per-stream receive window advertised to the
-	// peer in version 2.
+	// MaxStreamBuffer is the largest per-stream receive window advertised
+	// to the peer in version 2. A stream gets all of it while the session
+	// budget (MaxReceiveBuffer) allows; see PROTOCOL.md.
 	MaxStreamBuffer int
+
+	// MaxStreams caps the streams the peer may have open at once; a stream
+	// opened past it is closed at once (RefusedStreams counts them). Zero
+	// means no cap.
+	MaxStreams int
+
+	// PeerReceiveBuffer is what this side assumes the peer's
+	// MaxReceiveBuffer to be when the peer speaks plain smux (kcptun,
+	// xtaci/smux) in version 2: the sender keeps the data the peer may
+	// hold unread below it, so that the peer never stops reading. Zero
+	// means the same as MaxReceiveBuffer.
+	PeerReceiveBuffer int
 }
 
 // DefaultConfig returns the configuration xtaci/smux uses by default.
@@ -75,6 +88,13 @@ func VerifyConfig(c *Config) error {
 	if c.MaxStreamBuffer <= 0 || c.MaxStreamBuffer > c.MaxReceiveBuffer {
 		return fmt.Errorf("mux: MaxStreamBuffer is %d, must be in 1..MaxReceiveBuffer (%d)",
 			c.MaxStreamBuffer, c.MaxReceiveBuffer)
+	}
+	if c.MaxStreams < 0 {
+		return fmt.Errorf("mux: MaxStreams is %d, must be 0 (no cap) or more", c.MaxStreams)
+	}
+	if c.PeerReceiveBuffer < 0 || c.PeerReceiveBuffer > math.MaxInt32 {
+		return fmt.Errorf("mux: PeerReceiveBuffer is %d, must be in 0..%d (0: same as MaxReceiveBuffer)",
+			c.PeerReceiveBuffer, math.MaxInt32)
 	}
 	return nil
 }

@@ -76,7 +76,9 @@ func (s *Session) recvLoop() {
 	defer fr.close()
 	defer s.flushWakeups()
 	for {
-		if s.bucket.Load() <= 0 {
+		// Only version 1 pauses for unread data: it has no other way to
+		// bound it. Version 2 bounds it with the windows it grants.
+		if s.ver == 1 && s.bucket.Load() <= 0 {
 			s.flushWakeups()
 			for s.bucket.Load() <= 0 {
 				select {
@@ -107,6 +109,10 @@ func (s *Session) recvLoop() {
 			s.recvFIN(h.sid())
 		case cmdUPD:
 			err = s.recvUPD(fr, h.sid())
+		case cmdNOP:
+			if h.sid() == helloID && s.ver == 2 {
+				s.peerAllotsCredit()
+			}
 		}
 		if err != nil {
 			s.closeWith(err)
@@ -125,9 +131,26 @@ func (s *Session) recvSYN(id uint32) error {
 		s.smu.Unlock()
 		return nil
 	}
+	if s.config.MaxStreams > 0 && s.peerOpen >= s.config.MaxStreams {
+		// Refused at once: the peer reads EOF on the stream and whatever
+		// it sends there is dropped as data for an unknown stream.
+		s.smu.Unlock()
+		s.refused.Add(1)
+		s.queueControl(cmdFIN, id, 0, 0)
+		return nil
+	}
 	st := newStream(id, s)
+	st.byPeer = true
+	s.peerOpen++
 	s.streams[id] = st
 	s.smu.Unlock()
+	if s.ver == 2 {
+		// The peer may already be sending on the window it assumes; if the
+		// budget cannot afford that, say so before it sends much more.
+		if w, announce := s.openStreamCredit(st); announce {
+			s.queueControl(cmdUPD, id, 0, w)
+		}
+	}
 	select {
 	case s.accepts <- st:
 		return nil
@@ -146,7 +169,15 @@ func (s *Session) recvFIN(id uint32) {
 	if st == nil {
 		return
 	}
-	st.finRecv.Store(true)
+	if s.ver == 2 {
+		// Nothing more will arrive: the stream is owed only what it holds.
+		st.rmu.Lock()
+		st.moveCreditLocked(func() { st.edge = st.recvd })
+		st.finRecv.Store(true)
+		st.rmu.Unlock()
+	} else {
+		st.finRecv.Store(true)
+	}
 	s.wakeLater(st)
 	if st.wclosed.Load() {
 		s.removeStream(st)
@@ -164,11 +195,14 @@ func (s *Session) recvUPD(fr *frameReader, id uint32) error {
 	}
 	sd := &s.sender
 	sd.mu.Lock()
-	st.peerConsumed = binary.LittleEndian.Uint32(b[:4])
-	st.peerWindow = binary.LittleEndian.Uint32(b[4:])
+	sd.noteUpdateLocked(st, binary.LittleEndian.Uint32(b[:4]), binary.LittleEndian.Uint32(b[4:]))
 	if !st.queued && sd.sendable(st) {
 		sd.pushBack(st)
 		sd.kickLocked()
+	}
+	if sd.shielding() {
+		// Room for this stream may be room for a held one.
+		sd.releaseLocked()
 	}
 	sd.mu.Unlock()
 	return nil
@@ -260,7 +294,7 @@ func (s *Session) recvData(fr *frameReader, h *header) error {
 // so that the update reaches a sender waiting on the window while the rest
 // of the burst is still being read. Otherwise wake-ups wait for the burst.
 func (s *Session) updateDue(st *Stream) bool {
-	return s.ver == 2 && st.rgot+st.rq.size >= s.config.MaxStreamBuffer/4
+	return s.ver == 2 && st.rgot+st.rq.size >= int(st.win/4)
 }
 
 func (s *Session) wake(st *Stream, now bool) {
@@ -272,13 +306,14 @@ func (s *Session) wake(st *Stream, now bool) {
 }
 
 // admitLocked checks, in version 2, that the peer stays within the window
-// it was given. The allowance covers the 256 KiB a sender assumes before
-// its first update and, twice over, writers racing on one stream.
+// it could have been given: the 256 KiB a sender assumes before its first
+// update or MaxStreamBuffer, twice over for writers racing on one stream
+// (xtaci/smux checks the window per Write call, not per stream).
 func (st *Stream) admitLocked(n int) error {
 	if st.sess.ver != 2 {
 		return nil
 	}
-	st.recvd += uint32(n)
+	st.moveCreditLocked(func() { st.recvd += uint32(n) })
 	allowed := 2 * max(uint32(st.sess.config.MaxStreamBuffer), initialPeerWindow)
 	if st.recvd-st.consumed > allowed {
 		return fmt.Errorf("%w: %w", ErrInvalidProtocol, ErrWindowViolated)

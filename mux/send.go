@@ -47,6 +47,12 @@ type sender struct {
 
 	head, tail *Stream // streams with data they may send now, in turn
 
+	// Version 2 shield for a plain smux peer (flow.go).
+	peerCredit  bool      // the peer said hello: it never stops reading
+	peerBudget  int64     // estimate of the peer's MaxReceiveBuffer
+	unacked     int64     // bytes sent on open streams and not reported consumed
+	heldStreams []*Stream // streams waiting for room under the shield
+
 	batchDL int64 // earliest write deadline among the batch's streams
 	mode    writeMode
 	// kernelConn: the session sits straight on a TCP or unix socket, so
@@ -77,6 +83,10 @@ func (sd *sender) init(s *Session) {
 		sd.mode = writeFlat
 	}
 	sd.dlConn, _ = s.conn.(interface{ SetWriteDeadline(time.Time) error })
+	sd.peerBudget = int64(s.config.PeerReceiveBuffer)
+	if sd.peerBudget == 0 {
+		sd.peerBudget = int64(s.config.MaxReceiveBuffer)
+	}
 }
 
 func (sd *sender) pushBack(st *Stream) {
@@ -107,7 +117,13 @@ func (sd *sender) unlink(st *Stream) {
 
 // sendable reports whether st has data it may send now.
 func (sd *sender) sendable(st *Stream) bool {
-	return len(st.wbuf) > 0 && (sd.sess.ver == 1 || st.window() > 0)
+	if len(st.wbuf) == 0 {
+		return false
+	}
+	if sd.sess.ver == 1 {
+		return true
+	}
+	return st.window() > 0 && (!sd.shielding() || sd.shieldRoomLocked(st) > 0)
 }
 
 // kickLocked wakes the writer at the front of the queue when nobody is
@@ -196,11 +212,15 @@ func (sd *sender) buildLocked() ([]byte, bool) {
 		n := min(len(st.wbuf), frameSize)
 		if v2 {
 			// The peer may have shrunk the window since st was queued.
-			if w := st.window(); w <= 0 {
-				continue
-			} else {
-				n = min(n, int(w))
+			w := int64(st.window())
+			if sd.shielding() {
+				w = min(w, sd.shieldRoomLocked(st))
 			}
+			if w <= 0 {
+				sd.holdLocked(st)
+				continue
+			}
+			n = min(n, int(w))
 		}
 		if dl := st.wdl.Load(); dl != 0 && (sd.batchDL == 0 || dl < sd.batchDL) {
 			sd.batchDL = dl
@@ -210,12 +230,14 @@ func (sd *sender) buildLocked() ([]byte, bool) {
 		putHeader(h, sd.sess.ver, cmdPSH, n, st.id)
 		vec = append(vec, h, st.wbuf[:n])
 		st.wbuf = st.wbuf[n:]
-		st.sent += uint32(n)
+		sd.noteSentLocked(st, n)
 		st.inflight++
 		batch = append(batch, st)
 		bytes += n
 		if sd.sendable(st) {
 			sd.pushBack(st)
+		} else {
+			sd.holdLocked(st)
 		}
 	}
 	if sd.ctrlDL != 0 && (sd.batchDL == 0 || sd.ctrlDL < sd.batchDL) {
@@ -294,16 +316,30 @@ func isTimeout(err error) bool {
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
+// ctrlFrame is a control frame to send: SYN, FIN, NOP or UPD.
+type ctrlFrame struct {
+	cmd              byte
+	sid              uint32
+	consumed, window uint32
+}
+
 // sendControl queues a control frame and makes sure it gets written: the
 // caller flushes it itself unless a flush is under way, which will take it.
 func (s *Session) sendControl(cmd byte, sid uint32, consumed, window uint32) error {
+	return s.sendControls(ctrlFrame{cmd: cmd, sid: sid, consumed: consumed, window: window})
+}
+
+// sendControls is sendControl for frames that must go out together.
+func (s *Session) sendControls(frames ...ctrlFrame) error {
 	sd := &s.sender
 	sd.mu.Lock()
 	if s.closed.Load() {
 		sd.mu.Unlock()
 		return s.closeErr
 	}
-	sd.appendControl(cmd, sid, consumed, window)
+	for _, f := range frames {
+		sd.appendControl(f.cmd, f.sid, f.consumed, f.window)
+	}
 	if !sd.flushing {
 		// Bound the wait on a connection the peer no longer drains, as
 		// xtaci/smux does: what is left then waits in carry.
@@ -322,6 +358,28 @@ func (s *Session) sendControl(cmd byte, sid uint32, consumed, window uint32) err
 		return s.closeErr
 	}
 	return nil
+}
+
+// queueControl queues a control frame without blocking the caller, which
+// is the reading goroutine or the session's start: a flush under way takes
+// the frame, or a goroutine is started to write it.
+func (s *Session) queueControl(cmd byte, sid uint32, consumed, window uint32) {
+	sd := &s.sender
+	sd.mu.Lock()
+	defer sd.mu.Unlock()
+	if s.closed.Load() {
+		return
+	}
+	sd.appendControl(cmd, sid, consumed, window)
+	if sd.flushing {
+		return
+	}
+	sd.flushing = true
+	go func() {
+		sd.mu.Lock()
+		sd.flushLocked(nil)
+		sd.mu.Unlock()
+	}()
 }
 
 // controlWriteTimeout bounds how long Close, CloseWrite, OpenStream and a

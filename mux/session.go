@@ -23,15 +23,21 @@ type Session struct {
 	streams  map[uint32]*Stream
 	nextID   uint32
 	goAway   bool
+	peerOpen int // streams the peer opened that are still open
 	accepts  chan *Stream
 	acceptDL atomic.Int64 // UnixNano, 0 = none
 
-	// receive accounting: bytes that may still be buffered for the
-	// application before the reader pauses
+	// version 1 receive accounting: bytes that may still be buffered for
+	// the application before the reader pauses
 	bucket    atomic.Int64
 	bucketSig chan struct{}
 	heard     atomic.Bool // a frame arrived since the last keepalive check
 	spinners  atomic.Int32
+
+	// version 2 receive accounting (flow.go): credit owed to all streams
+	credit  atomic.Int64
+	grantMu sync.Mutex
+	refused atomic.Uint64 // streams refused past MaxStreams
 
 	sender
 	recv receiver
@@ -74,6 +80,9 @@ func newSession(conn io.ReadWriteCloser, config *Config, client bool) (*Session,
 	}
 	s.bucket.Store(int64(config.MaxReceiveBuffer))
 	s.sender.init(s)
+	if s.ver == 2 {
+		s.queueControl(cmdNOP, helloID, 0, 0)
+	}
 	go s.recvLoop()
 	if !config.KeepAliveDisabled {
 		go s.keepalive()
@@ -97,7 +106,23 @@ func (s *Session) OpenStream() (*Stream, error) {
 	s.streams[st.id] = st
 	s.smu.Unlock()
 
-	if err := s.sendControl(cmdSYN, st.id, 0, 0); err != nil {
+	var err error
+	if s.ver == 2 {
+		// The window update right behind the SYN reaches the peer before
+		// it can send anything, so the stream never gets more credit than
+		// the budget affords.
+		if w, announce := s.openStreamCredit(st); announce {
+			err = s.sendControls(ctrlFrame{cmd: cmdSYN, sid: st.id}, ctrlFrame{cmd: cmdUPD, sid: st.id, window: w})
+		} else {
+			err = s.sendControl(cmdSYN, st.id, 0, 0)
+		}
+	} else {
+		err = s.sendControl(cmdSYN, st.id, 0, 0)
+	}
+	if err != nil {
+		st.rmu.Lock()
+		st.dropCreditLocked()
+		st.rmu.Unlock()
 		s.removeStream(st)
 		return nil, err
 	}
@@ -212,11 +237,28 @@ func (s *Session) lookup(id uint32) *Stream {
 
 func (s *Session) removeStream(st *Stream) {
 	s.smu.Lock()
-	if s.streams[st.id] == st {
+	removed := s.streams[st.id] == st
+	if removed {
 		delete(s.streams, st.id)
+		if st.byPeer {
+			s.peerOpen--
+		}
 	}
 	s.smu.Unlock()
+	if removed && s.ver == 2 {
+		sd := &s.sender
+		sd.mu.Lock()
+		sd.forgetSendLocked(st)
+		if sd.shielding() {
+			sd.releaseLocked()
+		}
+		sd.mu.Unlock()
+	}
 }
+
+// RefusedStreams returns how many streams the peer tried to open past
+// MaxStreams; each was closed at once.
+func (s *Session) RefusedStreams() uint64 { return s.refused.Load() }
 
 // returnTokens gives back receive budget once the application has read or
 // dropped n bytes, and wakes the reader if it was waiting for budget.
@@ -245,7 +287,9 @@ func (s *Session) keepalive() {
 		case <-ping.C:
 			s.sendControlAsync(cmdNOP)
 		case <-check.C:
-			if !s.heard.Swap(false) && s.bucket.Load() > 0 {
+			// A version 1 session that stopped reading for unread data
+			// hears nothing through no fault of the peer's.
+			if !s.heard.Swap(false) && (s.ver == 2 || s.bucket.Load() > 0) {
 				s.closeWith(errKeepAliveTimeout)
 				return
 			}

@@ -21,7 +21,9 @@ type Stream struct {
 	recvd    uint32 // v2: bytes received in total
 	consumed uint32 // v2: bytes read by the application in total
 	reported uint32 // v2: consumed value last sent in an UPD
-	updSent  bool
+	edge     uint32 // v2: the peer may send up to here (flow.go)
+	win      uint32 // v2: the window last granted
+	credited bool   // v2: owed credit is counted in the session's
 	rwait    []byte // the buffer of a reader waiting in Read, filled directly
 	rgot     int    // bytes of rwait already filled
 	rfilling bool   // the session is copying into rwait right now
@@ -41,11 +43,14 @@ type Stream struct {
 	peerConsumed uint32 // v2: from the peer's last UPD
 	peerWindow   uint32
 	wclosedL     bool // FIN sent or queued
+	held         bool // in sender.heldStreams
+	sendCounted  bool // v2: sent-but-unacknowledged bytes count in sender.unacked
 	wsig         chan struct{}
 	wdl          atomic.Int64
 
 	wakeQueued bool // owned by the session's reading goroutine
 
+	byPeer   bool        // the peer opened the stream
 	finRecv  atomic.Bool // the peer will send no more data
 	wclosed  atomic.Bool // mirror of wclosedL for lock-free checks
 	shutdown atomic.Bool // Close was called
@@ -53,11 +58,12 @@ type Stream struct {
 
 func newStream(id uint32, s *Session) *Stream {
 	return &Stream{
-		id:         id,
-		sess:       s,
-		rsig:       make(chan struct{}, 1),
-		wsig:       make(chan struct{}, 1),
-		peerWindow: initialPeerWindow,
+		id:          id,
+		sess:        s,
+		rsig:        make(chan struct{}, 1),
+		wsig:        make(chan struct{}, 1),
+		peerWindow:  initialPeerWindow,
+		sendCounted: s.ver == 2,
 	}
 }
 
@@ -205,18 +211,18 @@ func (st *Stream) waitLocked(timer *time.Timer) *time.Timer {
 }
 
 // consumedLocked accounts for n bytes taken by the application, unlocks
-// rmu, returns the budget to the session if the bytes were charged to it
-// (queued rather than handed straight to a reader) and, in version 2, tells
-// the peer when enough has been consumed.
+// rmu, returns the version 1 budget to the session if the bytes were charged
+// to it (queued rather than handed straight to a reader) and, in version 2,
+// grants the stream new credit once it has consumed a quarter of its window.
 func (st *Stream) consumedLocked(n int, charged bool) {
 	s := st.sess
 	st.busy = true
 	var upd bool
+	var window uint32
 	if s.ver == 2 {
-		st.consumed += uint32(n)
-		if !st.updSent || st.consumed-st.reported >= uint32(s.config.MaxStreamBuffer/4) {
-			st.updSent = true
-			st.reported = st.consumed
+		st.moveCreditLocked(func() { st.consumed += uint32(n) })
+		if !st.finRecv.Load() && st.credited && st.consumed-st.reported >= max(st.win/4, 1) {
+			window = s.grantLocked(st, min(int64(s.config.MaxStreamBuffer), 2*int64(st.win)))
 			upd = true
 		}
 	}
@@ -228,7 +234,7 @@ func (st *Stream) consumedLocked(n int, charged bool) {
 	if upd {
 		// A failure here means the session is gone; the data already
 		// read is still good, so the reader learns of it on its next call.
-		_ = s.sendControl(cmdUPD, st.id, consumed, uint32(s.config.MaxStreamBuffer))
+		_ = s.sendControl(cmdUPD, st.id, consumed, window)
 	}
 }
 
@@ -267,6 +273,8 @@ func (st *Stream) Write(b []byte) (int, error) {
 	st.wbuf = b
 	if sd.sendable(st) {
 		sd.pushBack(st)
+	} else {
+		sd.holdLocked(st)
 	}
 	var err error
 	unsent := 0
@@ -373,6 +381,7 @@ func (st *Stream) Close() error {
 	}
 	st.rmu.Lock()
 	n := st.rq.release()
+	st.dropCreditLocked()
 	st.rmu.Unlock()
 	st.sess.returnTokens(n)
 	st.signalR()
