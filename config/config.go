@@ -31,6 +31,8 @@ type Common struct {
 	SmuxBuf      int    `json:"smuxbuf"`   // bytes, session receive buffer
 	FrameSize    int    `json:"framesize"` // bytes
 	StreamBuf    int    `json:"streambuf"` // bytes, per-stream window (smux v2)
+	MaxStreams   int    `json:"maxstreams"`  // smuxtun: streams the peer may open per session, 0 = no cap
+	PeerSmuxBuf  int    `json:"peersmuxbuf"` // smuxtun: a kcptun peer's smuxbuf, 0 = same as smuxbuf
 	KeepAlive    int    `json:"keepalive"` // seconds
 	CloseWait    int    `json:"closewait"` // seconds
 	SnmpLog      string `json:"snmplog"`
@@ -91,6 +93,7 @@ func defaultCommon() Common {
 		SmuxBuf:      4 << 20,
 		FrameSize:    8192,
 		StreamBuf:    2 << 20,
+		MaxStreams:   4096,
 		KeepAlive:    10,
 		SnmpPeriod:   60,
 		Transport:    TransportKCP,

@@ -195,6 +195,7 @@ func (s *Server) serveSession(ctx context.Context, conn net.Conn) {
 		m.Close()
 		stats.sessionsActive.Add(-1)
 	}()
+	go reportRefused(m, s.log, id, conn.RemoteAddr().String(), s.set.muxConfig.MaxStreams)
 	for {
 		st, err := m.AcceptStream()
 		if err != nil {
@@ -230,4 +231,31 @@ func (s *Server) serveStream(ctx context.Context, sid uint64, m *mux.Session, st
 		args = append(args, "err", res.err)
 	}
 	s.log.Log(context.Background(), lvl, "stream closed", args...)
+}
+
+// refusedReportInterval spaces the warnings about streams refused past
+// --maxstreams, so that a peer opening streams in a loop cannot flood the log.
+var refusedReportInterval = 10 * time.Second
+
+// reportRefused logs, at most once per interval, how many streams the peer
+// opened past the session's cap, until the session closes.
+func reportRefused(m *mux.Session, log *slog.Logger, sid uint64, remote string, limit int) {
+	if limit <= 0 {
+		return
+	}
+	t := time.NewTicker(refusedReportInterval)
+	defer t.Stop()
+	var seen uint64
+	for {
+		select {
+		case <-m.CloseChan():
+			return
+		case <-t.C:
+		}
+		if n := m.RefusedStreams(); n > seen {
+			log.Warn("streams refused: the peer has --maxstreams open already", "session", sid, "remote", remote,
+				"refused", n-seen, "maxstreams", limit)
+			seen = n
+		}
+	}
 }
