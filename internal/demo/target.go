@@ -12,6 +12,9 @@
 //	'E' echo:     the target sends back the size bytes it receives.
 //	'Q' request:  the target reads until the client shuts down its write side
 //	              (half-close), then sends size random bytes and their SHA-256.
+//	'P' paused upload: the target reads the header, then reads nothing more
+//	              until Target.ReleasePaused is called; from then on it is an
+//	              upload ('U'). It lets a test stall a sender on purpose.
 //
 // After its answer the target closes the connection.
 package demo
@@ -29,6 +32,7 @@ import (
 	mrand "math/rand/v2"
 	"net"
 	"sync"
+	"sync/atomic"
 )
 
 // Operations of the target protocol.
@@ -37,6 +41,8 @@ const (
 	OpDownload byte = 'D'
 	OpEcho     byte = 'E'
 	OpRequest  byte = 'Q'
+	// OpPausedUpload is an upload the target holds back until ReleasePaused.
+	OpPausedUpload byte = 'P'
 )
 
 const (
@@ -56,6 +62,15 @@ type Target struct {
 	conns  map[net.Conn]struct{}
 	closed bool
 	wg     sync.WaitGroup
+
+	// done is closed by Close, release by ReleasePaused: a paused upload waits
+	// on a channel, not on its connection, so closing the connection alone
+	// would not wake it.
+	done        chan struct{}
+	release     chan struct{}
+	releaseOnce sync.Once
+
+	sent atomic.Int64 // random payload bytes written by downloads and requests
 }
 
 // NewTarget listens on a free port of 127.0.0.1 and serves until Close.
@@ -66,7 +81,13 @@ func NewTarget(onError func(error)) (*Target, error) {
 	if err != nil {
 		return nil, fmt.Errorf("target: listen: %w", err)
 	}
-	t := &Target{ln: ln, onError: onError, conns: make(map[net.Conn]struct{})}
+	t := &Target{
+		ln:      ln,
+		onError: onError,
+		conns:   make(map[net.Conn]struct{}),
+		done:    make(chan struct{}),
+		release: make(chan struct{}),
+	}
 	t.wg.Add(1)
 	go t.acceptLoop()
 	return t, nil
@@ -75,10 +96,32 @@ func NewTarget(onError func(error)) (*Target, error) {
 // Addr is the target's address, host:port.
 func (t *Target) Addr() string { return t.ln.Addr().String() }
 
-// Close stops the listener, closes every open connection and waits for their
-// handlers to return.
+// ReleasePaused lets every paused upload ('P'), present and future, go on as
+// an ordinary upload. Calling it again does nothing.
+func (t *Target) ReleasePaused() {
+	t.releaseOnce.Do(func() { close(t.release) })
+}
+
+// Sent is the number of random payload bytes the target has written so far to
+// its connections, for downloads and requests (not counting hashes). A test
+// watches it to see when a receiver that stopped reading has stopped the flow.
+func (t *Target) Sent() int64 { return t.sent.Load() }
+
+// Active is the number of connections the target is serving: accepted and
+// not yet answered in full (a download still sending, a paused upload).
+func (t *Target) Active() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.conns)
+}
+
+// Close stops the listener, closes every open connection, wakes the paused
+// uploads and waits for their handlers to return.
 func (t *Target) Close() error {
 	t.mu.Lock()
+	if !t.closed {
+		close(t.done)
+	}
 	t.closed = true
 	for c := range t.conns {
 		c.Close()
@@ -107,7 +150,7 @@ func (t *Target) acceptLoop() {
 		t.mu.Unlock()
 		go func() {
 			defer t.wg.Done()
-			err := serve(c)
+			err := t.serve(c)
 			t.mu.Lock()
 			delete(t.conns, c)
 			// An error caused by Close tearing the connection down says
@@ -122,7 +165,7 @@ func (t *Target) acceptLoop() {
 	}
 }
 
-func serve(c net.Conn) error {
+func (t *Target) serve(c net.Conn) error {
 	var hdr [headerLen]byte
 	if _, err := io.ReadFull(c, hdr[:]); err != nil {
 		return fmt.Errorf("read header: %w", err)
@@ -133,20 +176,16 @@ func serve(c net.Conn) error {
 	}
 	switch hdr[0] {
 	case OpUpload:
-		h := sha256.New()
-		n, err := io.CopyN(h, c, size)
-		var reply [8 + sha256.Size]byte
-		binary.BigEndian.PutUint64(reply[:8], uint64(n))
-		h.Sum(reply[8:8])
-		if err != nil {
-			return fmt.Errorf("upload: read %d of %d bytes: %w", n, size, err)
+		return receiveUpload(c, size, "upload")
+	case OpPausedUpload:
+		select {
+		case <-t.release:
+		case <-t.done:
+			return errors.New("paused upload: target closed before the release")
 		}
-		if _, err := c.Write(reply[:]); err != nil {
-			return fmt.Errorf("upload: write reply: %w", err)
-		}
-		return closeWrite(c)
+		return receiveUpload(c, size, "paused upload")
 	case OpDownload:
-		return sendRandom(c, size)
+		return sendRandom(c, size, &t.sent)
 	case OpEcho:
 		if n, err := io.CopyN(c, c, size); err != nil {
 			return fmt.Errorf("echo: %d of %d bytes: %w", n, size, err)
@@ -156,17 +195,39 @@ func serve(c net.Conn) error {
 		if _, err := io.Copy(io.Discard, c); err != nil {
 			return fmt.Errorf("request: read until EOF: %w", err)
 		}
-		return sendRandom(c, size)
+		return sendRandom(c, size, &t.sent)
 	default:
 		return fmt.Errorf("unknown operation %q", hdr[0])
 	}
 }
 
-// sendRandom writes size random bytes followed by their SHA-256, then shuts down
-// the write side.
-func sendRandom(c net.Conn, size int64) error {
+// receiveUpload reads size bytes and answers with the count it read and their
+// SHA-256, then shuts down the write side.
+func receiveUpload(c net.Conn, size int64, what string) error {
 	h := sha256.New()
-	if _, err := io.CopyN(io.MultiWriter(c, h), NewRandom(), size); err != nil {
+	n, err := io.CopyN(h, c, size)
+	var reply [8 + sha256.Size]byte
+	binary.BigEndian.PutUint64(reply[:8], uint64(n))
+	h.Sum(reply[8:8])
+	if err != nil {
+		return fmt.Errorf("%s: read %d of %d bytes: %w", what, n, size, err)
+	}
+	if _, err := c.Write(reply[:]); err != nil {
+		return fmt.Errorf("%s: write reply: %w", what, err)
+	}
+	return closeWrite(c)
+}
+
+// sendRandom writes size random bytes followed by their SHA-256, then shuts down
+// the write side. sent counts the random bytes as the connection accepts them.
+func sendRandom(c net.Conn, size int64, sent *atomic.Int64) error {
+	h := sha256.New()
+	counted := writerFunc(func(b []byte) (int, error) {
+		n, err := c.Write(b)
+		sent.Add(int64(n))
+		return n, err
+	})
+	if _, err := io.CopyN(io.MultiWriter(counted, h), NewRandom(), size); err != nil {
 		return fmt.Errorf("send %d random bytes: %w", size, err)
 	}
 	if _, err := c.Write(h.Sum(nil)); err != nil {
@@ -174,6 +235,10 @@ func sendRandom(c net.Conn, size int64) error {
 	}
 	return closeWrite(c)
 }
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(b []byte) (int, error) { return f(b) }
 
 func closeWrite(c net.Conn) error {
 	if cw, ok := c.(interface{ CloseWrite() error }); ok {
@@ -217,23 +282,42 @@ func (p *progressWriter) Write(b []byte) (int, error) {
 // target received exactly those bytes. progress, if not nil, gets the running
 // count of bytes sent.
 func Upload(c net.Conn, size int64, progress func(int64)) error {
-	if err := writeHeader(c, OpUpload, size); err != nil {
+	return upload(c, OpUpload, size, progress, "upload")
+}
+
+// PausedUpload is Upload with the 'P' operation: the target reads nothing
+// after the header until Target.ReleasePaused, so the sending blocks once the
+// buffers on the way are full, and goes on after the release. progress, if not
+// nil, gets the running count of bytes c accepted.
+func PausedUpload(c net.Conn, size int64, progress func(int64)) error {
+	return upload(c, OpPausedUpload, size, progress, "paused upload")
+}
+
+func upload(c net.Conn, op byte, size int64, progress func(int64), what string) error {
+	if err := writeHeader(c, op, size); err != nil {
 		return err
 	}
 	h := sha256.New()
 	pw := &progressWriter{progress: progress}
 	if n, err := io.CopyBuffer(io.MultiWriter(c, h, pw), io.LimitReader(NewRandom(), size), make([]byte, chunkSize)); err != nil {
-		return fmt.Errorf("upload: sent %d of %d bytes: %w", n, size, err)
+		return fmt.Errorf("%s: sent %d of %d bytes: %w", what, n, size, err)
 	}
+	return checkUploadReply(c, size, h.Sum(nil), what)
+}
+
+// checkUploadReply reads the target's answer to an upload (the count it read
+// and the SHA-256 of those bytes), compares it with what was sent, and checks
+// that the target then closed the connection.
+func checkUploadReply(c net.Conn, size int64, sum []byte, what string) error {
 	var reply [8 + sha256.Size]byte
 	if _, err := io.ReadFull(c, reply[:]); err != nil {
-		return fmt.Errorf("upload: read the target's hash: %w", err)
+		return fmt.Errorf("%s: read the target's hash: %w", what, err)
 	}
 	if got := int64(binary.BigEndian.Uint64(reply[:8])); got != size {
-		return fmt.Errorf("upload: target received %d of %d bytes: %w", got, size, ErrMismatch)
+		return fmt.Errorf("%s: target received %d of %d bytes: %w", what, got, size, ErrMismatch)
 	}
-	if !bytes.Equal(reply[8:], h.Sum(nil)) {
-		return fmt.Errorf("upload: SHA-256 of %d bytes differs at the target: %w", size, ErrMismatch)
+	if !bytes.Equal(reply[8:], sum) {
+		return fmt.Errorf("%s: SHA-256 of %d bytes differs at the target: %w", what, size, ErrMismatch)
 	}
 	return expectEOF(c)
 }
@@ -241,9 +325,22 @@ func Upload(c net.Conn, size int64, progress func(int64)) error {
 // Download asks the target for size random bytes and checks them against the
 // SHA-256 the target sends after them.
 func Download(c net.Conn, size int64, progress func(int64)) error {
-	if err := writeHeader(c, OpDownload, size); err != nil {
+	if err := AskDownload(c, size); err != nil {
 		return err
 	}
+	return ReceiveDownload(c, size, progress)
+}
+
+// AskDownload sends the header of a download of size bytes and returns at
+// once: the target starts sending, and a test that does not read yet can
+// stall the transfer on purpose. ReceiveDownload reads and checks the answer.
+func AskDownload(c net.Conn, size int64) error {
+	return writeHeader(c, OpDownload, size)
+}
+
+// ReceiveDownload reads the answer to a download asked for with AskDownload:
+// size random bytes, then their SHA-256, then the end of the connection.
+func ReceiveDownload(c net.Conn, size int64, progress func(int64)) error {
 	return receiveRandom(c, size, progress, "download")
 }
 

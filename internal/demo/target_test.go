@@ -7,6 +7,7 @@ import (
 	"net"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -171,5 +172,94 @@ func waitGoroutines(t *testing.T, want int) {
 			t.Fatalf("goroutines: %d, want at most %d", runtime.NumGoroutine(), want)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestPausedUpload: the target reads nothing of a paused upload until
+// ReleasePaused, so the sender stalls with bytes still to send; after the
+// release the upload completes and checks out like an ordinary one.
+func TestPausedUpload(t *testing.T) {
+	before := runtime.NumGoroutine()
+	tg := startTarget(t)
+	// More than loopback's socket buffers on both ends can hold, so the
+	// sender must block.
+	const size = 64 << 20
+	c := dial(t, tg.Addr())
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	var sent atomic.Int64
+	done := make(chan error, 1)
+	go func() { done <- PausedUpload(c, size, func(n int64) { sent.Store(n) }) }()
+
+	time.Sleep(300 * time.Millisecond)
+	select {
+	case err := <-done:
+		t.Fatalf("paused upload ended before the release: %v", err)
+	default:
+	}
+	if n := sent.Load(); n >= size {
+		t.Fatalf("paused upload sent all %d bytes before the release", n)
+	}
+	if n := tg.Active(); n != 1 {
+		t.Errorf("Active() = %d with one paused upload, want 1", n)
+	}
+
+	tg.ReleasePaused()
+	tg.ReleasePaused() // a second call is harmless
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	// Uploads paused after the release are not held back.
+	c2 := dial(t, tg.Addr())
+	if err := PausedUpload(c2, 3<<20+7, nil); err != nil {
+		t.Fatalf("paused upload after the release: %v", err)
+	}
+	c.Close()
+	c2.Close()
+	tg.Close()
+	waitGoroutines(t, before)
+}
+
+// TestCloseWithPausedUploads: Close returns promptly with paused uploads
+// still waiting for a release, and reports no error for them.
+func TestCloseWithPausedUploads(t *testing.T) {
+	tg := startTarget(t)
+	var wg sync.WaitGroup
+	for i := 0; i < 3; i++ {
+		c := dial(t, tg.Addr())
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			PausedUpload(c, 1<<20, nil) // cut off by Close: an error is expected
+		}()
+	}
+	time.Sleep(100 * time.Millisecond) // let the target read the headers
+	closed := make(chan struct{})
+	go func() {
+		tg.Close()
+		close(closed)
+	}()
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close hung on paused uploads")
+	}
+	wg.Wait()
+}
+
+// TestAskThenReceiveDownload: a download asked for and read later checks out,
+// and Sent counts the random bytes the target wrote.
+func TestAskThenReceiveDownload(t *testing.T) {
+	tg := startTarget(t)
+	const size = 1<<20 + 3
+	c := dial(t, tg.Addr())
+	if err := AskDownload(c, size); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond) // nobody reads: the target is ahead
+	if err := ReceiveDownload(c, size, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := tg.Sent(); got != size {
+		t.Errorf("Sent() = %d, want %d", got, size)
 	}
 }
