@@ -19,7 +19,10 @@ package mux
 // within half the peer's window, the least that still makes the peer send
 // its next window update.
 
-import "math"
+import (
+	"math"
+	"time"
+)
 
 // helloID is the stream id of the NOP frame a session sends when it starts:
 // it tells the peer that this side allots stream windows from its session
@@ -65,16 +68,39 @@ func (s *Session) grantLocked(st *Stream, want int64) uint32 {
 	defer s.grantMu.Unlock()
 	before := st.owedLocked()
 	w := want
-	if others := s.credit.Load() - before; others > 0 {
+	// Every stream may have minGrant beyond the budget; what the others are
+	// owed past that is what they take from the budget.
+	if others := s.excess.Load() - s.excessOf(before); others > 0 {
 		share := (int64(s.config.MaxReceiveBuffer) - others) / 2
+		if share < w {
+			// Idle streams may sit on credit they do not use.
+			s.wantReclaim()
+		}
 		w = min(w, max(s.minGrant(), share))
 	}
 	w = max(1, min(w, math.MaxInt32))
 	st.win = uint32(w)
 	st.edge = st.consumed + st.win
 	st.reported = st.consumed
-	s.credit.Add(st.owedLocked() - before)
+	s.addCredit(before, st.owedLocked())
 	return st.win
+}
+
+// excessOf is the part of a stream's owed credit that counts against the
+// budget: what is past the minGrant every stream may have.
+func (s *Session) excessOf(owed int64) int64 {
+	return max(0, owed-s.minGrant())
+}
+
+// addCredit records that a stream's owed credit went from before to after.
+func (s *Session) addCredit(before, after int64) {
+	if before == after {
+		return
+	}
+	s.credit.Add(after - before)
+	if d := s.excessOf(after) - s.excessOf(before); d != 0 {
+		s.excess.Add(d)
+	}
 }
 
 // openCreditLocked registers a new stream's credit: the window the peer
@@ -84,7 +110,7 @@ func (s *Session) openCreditLocked(st *Stream) (uint32, bool) {
 	st.edge = initialPeerWindow
 	st.win = initialPeerWindow
 	st.credited = true
-	s.credit.Add(initialPeerWindow)
+	s.addCredit(0, initialPeerWindow)
 	want := min(int64(s.config.MaxStreamBuffer), initialPeerWindow)
 	w := s.grantLocked(st, want)
 	return w, w != initialPeerWindow
@@ -98,13 +124,13 @@ func (st *Stream) moveCreditLocked(f func()) {
 	}
 	before := st.owedLocked()
 	f()
-	st.sess.credit.Add(st.owedLocked() - before)
+	st.sess.addCredit(before, st.owedLocked())
 }
 
 // dropCreditLocked removes st from the session's credit for good. rmu held.
 func (st *Stream) dropCreditLocked() {
 	if st.credited {
-		st.sess.credit.Add(-st.owedLocked())
+		st.sess.addCredit(st.owedLocked(), 0)
 		st.credited = false
 	}
 }
@@ -220,4 +246,58 @@ func (s *Session) peerAllotsCredit() {
 		sd.releaseLocked()
 	}
 	sd.mu.Unlock()
+}
+
+// reclaimPeriod spaces the passes that take unused credit back from idle
+// streams while some stream wants more than the budget leaves it.
+const reclaimPeriod = 100 * time.Millisecond
+
+// wantReclaim schedules a reclaim pass unless one is scheduled already.
+func (s *Session) wantReclaim() {
+	if s.reclaiming.CompareAndSwap(false, true) {
+		time.AfterFunc(reclaimPeriod, s.reclaimPass)
+	}
+}
+
+// reclaimPass shrinks the window of every stream that received nothing
+// since the previous pass and has more than minGrant of credit left: such
+// credit only keeps busy streams from growing. The peer learns the smaller
+// window from an UPD; what it sent before that is still accepted.
+func (s *Session) reclaimPass() {
+	defer s.reclaiming.Store(false)
+	if s.closed.Load() {
+		return
+	}
+	s.smu.Lock()
+	streams := make([]*Stream, 0, len(s.streams))
+	for _, st := range s.streams {
+		streams = append(streams, st)
+	}
+	s.smu.Unlock()
+	floor := s.minGrant()
+	for _, st := range streams {
+		var upd bool
+		var consumed, window uint32
+		st.rmu.Lock()
+		if st.credited && !st.finRecv.Load() && !st.shutdown.Load() {
+			spare := int64(int32(st.edge - st.recvd))
+			if spare > floor && st.recvd == st.recvdAtPass {
+				held := int64(int32(st.recvd - st.consumed))
+				if held < 0 {
+					held = 0
+				}
+				st.moveCreditLocked(func() {
+					st.win = uint32(floor)
+					st.edge = st.consumed + uint32(held+floor)
+					st.reported = st.consumed
+				})
+				upd, consumed, window = true, st.consumed, uint32(held+floor)
+			}
+			st.recvdAtPass = st.recvd
+		}
+		st.rmu.Unlock()
+		if upd {
+			s.queueControl(cmdUPD, st.id, consumed, window)
+		}
+	}
 }

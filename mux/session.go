@@ -36,8 +36,11 @@ type Session struct {
 
 	// version 2 receive accounting (flow.go): credit owed to all streams
 	credit  atomic.Int64
+	excess  atomic.Int64 // the part of credit past minGrant per stream
 	grantMu sync.Mutex
 	refused atomic.Uint64 // streams refused past MaxStreams
+	// a reclaim pass is scheduled (flow.go)
+	reclaiming atomic.Bool
 
 	sender
 	recv receiver

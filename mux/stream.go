@@ -24,14 +24,16 @@ type Stream struct {
 	edge     uint32 // v2: the peer may send up to here (flow.go)
 	win      uint32 // v2: the window last granted
 	credited bool   // v2: owed credit is counted in the session's
-	rwait    []byte // the buffer of a reader waiting in Read, filled directly
-	rgot     int    // bytes of rwait already filled
-	rfilling bool   // the session is copying into rwait right now
-	busy     bool   // the last read found data: the next wait spins first
-	dieCh    chan struct{}
-	dieShut  bool
-	rsig     chan struct{}
-	rdl      atomic.Int64 // read deadline, UnixNano, 0 = none
+	// v2: recvd at the last reclaim pass; equal at the next pass means idle
+	recvdAtPass uint32
+	rwait       []byte // the buffer of a reader waiting in Read, filled directly
+	rgot        int    // bytes of rwait already filled
+	rfilling    bool   // the session is copying into rwait right now
+	busy        bool   // the last read found data: the next wait spins first
+	dieCh       chan struct{}
+	dieShut     bool
+	rsig        chan struct{}
+	rdl         atomic.Int64 // read deadline, UnixNano, 0 = none
 
 	// send side, guarded by sess.sender.mu
 	wlock        sync.Mutex // one Write at a time
