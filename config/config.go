@@ -28,13 +28,12 @@ type Common struct {
 	RateLimit    int    `json:"ratelimit"` // outgoing bytes per second per KCP session, 0 = unlimited
 	SockBuf      int    `json:"sockbuf"`   // bytes
 	SmuxVer      int    `json:"smuxver"`
-	SmuxBuf      int    `json:"smuxbuf"`     // bytes, session receive buffer
-	FrameSize    int    `json:"framesize"`   // bytes
-	StreamBuf    int    `json:"streambuf"`   // bytes, per-stream window (smux v2)
-	MaxStreams   int    `json:"maxstreams"`  // smuxtun: streams the peer may open per session, 0 = no cap
-	PeerSmuxBuf  int    `json:"peersmuxbuf"` // smuxtun: a kcptun peer's smuxbuf, 0 = same as smuxbuf
-	KeepAlive    int    `json:"keepalive"`   // seconds
-	CloseWait    int    `json:"closewait"`   // seconds
+	SmuxBuf      int    `json:"smuxbuf"`    // bytes, session receive buffer
+	FrameSize    int    `json:"framesize"`  // bytes
+	StreamBuf    int    `json:"streambuf"`  // bytes, per-stream window (smux v2)
+	MaxStreams   int    `json:"maxstreams"` // smuxtun: streams the peer may open per session, 0 = no cap
+	KeepAlive    int    `json:"keepalive"`  // seconds
+	CloseWait    int    `json:"closewait"`  // seconds
 	SnmpLog      string `json:"snmplog"`
 	SnmpPeriod   int    `json:"snmpperiod"` // seconds
 	Log          string `json:"log"`

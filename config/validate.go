@@ -163,7 +163,6 @@ func (s *Common) validate(c *checker) {
 		c.fail(fieldErr("streambuf", s.StreamBuf, "must not exceed smuxbuf (%d)", s.SmuxBuf))
 	}
 	c.intRange("maxstreams", s.MaxStreams, 0, math.MaxInt32, " (0 = no cap)")
-	c.intRange("peersmuxbuf", s.PeerSmuxBuf, 0, MaxBuffer, " bytes (0 = same as smuxbuf)")
 	c.intRange("keepalive", s.KeepAlive, 1, MaxKeepAlive, " seconds")
 	c.intRange("closewait", s.CloseWait, 0, MaxSeconds, " seconds")
 	c.intRange("snmpperiod", s.SnmpPeriod, 0, MaxSeconds, " seconds")

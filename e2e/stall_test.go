@@ -38,13 +38,13 @@ type stallCase struct {
 }
 
 // stallCases are the k values and sizes to run: 64 MiB per connection up to
-// k = 8 and 8 MiB for k = 64, so that `make test` stays quick;
+// k = 8 and 16 MiB for k = 64, so that `make test` stays quick;
 // SMUXTUN_STALL_FULL=1 gives k = 64 the full 64 MiB too, and
 // SMUXTUN_STALL_SIZE=<MiB> sets the size of every case.
 func stallCases(t *testing.T) []stallCase {
 	t.Helper()
 	const mib = 1 << 20
-	cases := []stallCase{{1, 64 * mib}, {3, 64 * mib}, {8, 64 * mib}, {64, 8 * mib}}
+	cases := []stallCase{{1, 64 * mib}, {3, 64 * mib}, {8, 64 * mib}, {64, 16 * mib}}
 	if os.Getenv("SMUXTUN_STALL_FULL") == "1" {
 		cases[3].size = 64 * mib
 	}

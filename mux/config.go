@@ -40,13 +40,6 @@ type Config struct {
 	// opened past it is closed at once (RefusedStreams counts them). Zero
 	// means no cap.
 	MaxStreams int
-
-	// PeerReceiveBuffer is what this side assumes the peer's
-	// MaxReceiveBuffer to be when the peer speaks plain smux (kcptun,
-	// xtaci/smux) in version 2: the sender keeps the data the peer may
-	// hold unread below it, so that the peer never stops reading. Zero
-	// means the same as MaxReceiveBuffer.
-	PeerReceiveBuffer int
 }
 
 // DefaultConfig returns the configuration xtaci/smux uses by default.
@@ -91,10 +84,6 @@ func VerifyConfig(c *Config) error {
 	}
 	if c.MaxStreams < 0 {
 		return fmt.Errorf("mux: MaxStreams is %d, must be 0 (no cap) or more", c.MaxStreams)
-	}
-	if c.PeerReceiveBuffer < 0 || c.PeerReceiveBuffer > math.MaxInt32 {
-		return fmt.Errorf("mux: PeerReceiveBuffer is %d, must be in 0..%d (0: same as MaxReceiveBuffer)",
-			c.PeerReceiveBuffer, math.MaxInt32)
 	}
 	return nil
 }

@@ -15,9 +15,8 @@ package mux
 // reading its connection once its budget is full of unread data, which
 // freezes every stream of the session. Until the peer has announced that it
 // allots credit as above (helloID), the sender keeps the data the peer may
-// hold unread within an estimate of the peer's budget, and each stream
-// within half the peer's window, the least that still makes the peer send
-// its next window update.
+// hold unread for each stream within half the peer's window, the least that
+// still makes the peer send its next window update.
 
 import (
 	"math"
@@ -143,12 +142,14 @@ func (sd *sender) shielding() bool {
 }
 
 // shieldRoomLocked is how much more st may send before the data a plain
-// smux peer may hold unread reaches half of st's window, or the estimate of
-// the peer's budget for the whole session. sd.mu held.
+// smux peer may hold unread for it reaches half of its window: exactly what
+// the peer must consume before it reports again, so the stream always
+// reaches that report. A cap on the session's total would not: the peer's
+// reads below its reporting point are invisible to the sender, and with a
+// few streams each under it both ends would wait for ever. sd.mu held.
 func (sd *sender) shieldRoomLocked(st *Stream) int64 {
 	own := int64(int32(st.sent - st.peerConsumed))
-	per := int64(st.peerWindow/2) - own
-	return min(per, sd.peerBudget-sd.unacked)
+	return int64(st.peerWindow/2) - own
 }
 
 // noteSentLocked accounts for n bytes of st handed to the connection.

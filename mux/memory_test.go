@@ -1,6 +1,7 @@
 package mux_test
 
 import (
+	"io"
 	"os"
 	"runtime"
 	"testing"
@@ -17,11 +18,31 @@ type memoryCost struct {
 	goroutines float64
 }
 
+// idleUse is what idleStreamCost does with each stream pair before it
+// measures.
+type idleUse int
+
+const (
+	idleOpened     idleUse = iota // nothing: freshly opened
+	idleReadByte                  // one byte each way, read at once
+	idleUnreadByte                // one byte each way, left unread at both ends
+)
+
 // idleStreamCost opens n streams from a client session of im, accepts them
 // on the server session (both in this process), optionally passes one byte
 // each way on every stream, and measures live heap and stacks before and
 // after, with a full GC before each reading.
 func idleStreamCost(t *testing.T, im impl, cfg muxConfig, n int, used bool) memoryCost {
+	t.Helper()
+	use := idleOpened
+	if used {
+		use = idleReadByte
+	}
+	return streamCost(t, im, cfg, n, use)
+}
+
+// streamCost is idleStreamCost with the choice of what each pair carries.
+func streamCost(t *testing.T, im impl, cfg muxConfig, n int, use idleUse) memoryCost {
 	t.Helper()
 	client, server := sessionPair(t, im, im, cfg, cfg)
 	opened := make([]halfConn, 0, n)
@@ -50,7 +71,10 @@ func idleStreamCost(t *testing.T, im impl, cfg muxConfig, n int, used bool) memo
 	if err, ok := waitErr(acceptErr, 60*time.Second); !ok || err != nil {
 		t.Fatalf("accept: %v (finished %v)", err, ok)
 	}
-	if used {
+	switch use {
+	case idleUnreadByte:
+		writeUnread(t, client, server, opened, accepted)
+	case idleReadByte:
 		one := []byte{1}
 		for i := range opened {
 			for _, p := range [][2]halfConn{{opened[i], accepted[i]}, {accepted[i], opened[i]}} {
@@ -64,6 +88,19 @@ func idleStreamCost(t *testing.T, im impl, cfg muxConfig, n int, used bool) memo
 		}
 	}
 	after := memSnapshot()
+	if use == idleUnreadByte {
+		// The bytes were held, not dropped: the first and the last pair
+		// still give theirs.
+		for _, i := range []int{0, n - 1} {
+			for _, st := range []halfConn{opened[i], accepted[i]} {
+				st.SetReadDeadline(time.Now().Add(5 * time.Second))
+				b := make([]byte, 2)
+				if k, err := st.Read(b); k != 1 || err != nil {
+					t.Fatalf("stream %d held %d unread bytes (%v), want 1", st.ID(), k, err)
+				}
+			}
+		}
+	}
 	runtime.KeepAlive(opened)
 	runtime.KeepAlive(accepted)
 	t.Cleanup(func() {
@@ -131,5 +168,86 @@ func TestIdleStreamMemory(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// writeUnread writes one byte each way on every stream pair and reads none
+// of them, then waits until both sessions have received every one: a marker
+// stream carries one byte each way after them, and frames arrive in the
+// order they were written, so once the marker's byte has been read at an
+// end, all the single bytes written toward that end are held there.
+func writeUnread(t *testing.T, client, server session, opened, accepted []halfConn) {
+	t.Helper()
+	one := []byte{1}
+	for i := range opened {
+		if _, err := opened[i].Write(one); err != nil {
+			t.Fatalf("write to stream %d: %v", i, err)
+		}
+		if _, err := accepted[i].Write(one); err != nil {
+			t.Fatalf("write back on stream %d: %v", i, err)
+		}
+	}
+	marker, err := client.open()
+	if err != nil {
+		t.Fatalf("open the marker stream: %v", err)
+	}
+	defer marker.Close()
+	marker.SetDeadline(time.Now().Add(30 * time.Second))
+	if _, err := marker.Write([]byte{'m'}); err != nil {
+		t.Fatalf("marker write: %v", err)
+	}
+	server.SetDeadline(time.Now().Add(30 * time.Second))
+	defer server.SetDeadline(time.Time{})
+	peer, err := server.accept()
+	if err != nil {
+		t.Fatalf("accept the marker stream: %v", err)
+	}
+	defer peer.Close()
+	peer.SetDeadline(time.Now().Add(30 * time.Second))
+	b := make([]byte, 1)
+	if _, err := io.ReadFull(peer, b); err != nil {
+		t.Fatalf("marker read at the server: %v", err)
+	}
+	if _, err := peer.Write(b); err != nil {
+		t.Fatalf("marker write back: %v", err)
+	}
+	if _, err := io.ReadFull(marker, b); err != nil {
+		t.Fatalf("marker read at the client: %v", err)
+	}
+}
+
+// TestUnreadByteStreamMemory measures what 10,000 stream pairs cost when
+// each holds one unread byte at each end (one byte written each way, never
+// read), for ours and for xtaci/smux, and fails if ours costs more heap per
+// pair. This is the shape of many idle kept-alive connections whose last
+// small message nobody has read yet. It runs at kcptun's configuration and
+// xtaci/smux's default one in version 2; MUX_MEMORY_ALL=1 adds version 1:
+//
+//	MUX_MEMORY_ALL=1 go test -run TestUnreadByteStreamMemory -v ./mux/
+func TestUnreadByteStreamMemory(t *testing.T) {
+	configs := []muxConfig{kcptunConfig(2), defaultConfig(2)}
+	if os.Getenv("MUX_MEMORY_ALL") != "" {
+		configs = append(configs, defaultConfig(1))
+	}
+	for _, cfg := range configs {
+		t.Run(cfg.name, func(t *testing.T) {
+			costs := map[string]memoryCost{}
+			for _, im := range []impl{implXtaci, implOurs} {
+				costs[im.name] = streamCost(t, im, cfg, idleStreams, idleUnreadByte)
+			}
+			ours, xt := costs["ours"], costs["xtaci"]
+			for _, name := range []string{"ours", "xtaci"} {
+				c := costs[name]
+				t.Logf("%-5s %s: %7.0f heap bytes, %6.0f stack bytes, %.2f goroutines per stream pair holding one unread byte at each end",
+					name, cfg.name, c.heap, c.stack, c.goroutines)
+			}
+			if ours.heap > xt.heap {
+				t.Errorf("a stream pair holding one unread byte at each end costs %.0f heap bytes in ours, %.0f in xtaci/smux",
+					ours.heap, xt.heap)
+			}
+			if ours.goroutines > 0.01 {
+				t.Errorf("ours keeps %.2f goroutines per stream pair", ours.goroutines)
+			}
+		})
 	}
 }

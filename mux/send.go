@@ -49,7 +49,6 @@ type sender struct {
 
 	// Version 2 shield for a plain smux peer (flow.go).
 	peerCredit  bool      // the peer said hello: it never stops reading
-	peerBudget  int64     // estimate of the peer's MaxReceiveBuffer
 	unacked     int64     // bytes sent on open streams and not reported consumed
 	heldStreams []*Stream // streams waiting for room under the shield
 
@@ -83,10 +82,6 @@ func (sd *sender) init(s *Session) {
 		sd.mode = writeFlat
 	}
 	sd.dlConn, _ = s.conn.(interface{ SetWriteDeadline(time.Time) error })
-	sd.peerBudget = int64(s.config.PeerReceiveBuffer)
-	if sd.peerBudget == 0 {
-		sd.peerBudget = int64(s.config.MaxReceiveBuffer)
-	}
 }
 
 func (sd *sender) pushBack(st *Stream) {

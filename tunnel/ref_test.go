@@ -93,13 +93,23 @@ func refTune(s *kcp.UDPSession, sndwnd, rcvwnd int) {
 	s.SetACKNoDelay(false)
 }
 
+// kcptun's mux defaults (--smuxbuf, --streambuf, --framesize, --keepalive).
+// kcptun leaves smux's KeepAliveTimeout (30 s) as it is.
+const (
+	kcptunSmuxBuf   = 4 << 20
+	kcptunStreamBuf = 2 << 20
+	kcptunFrameSize = 8192
+	kcptunKeepAlive = 10 * time.Second
+)
+
+// refSmuxConfig is the smux configuration kcptun builds from its defaults.
 func refSmuxConfig(ver int) *smux.Config {
 	c := smux.DefaultConfig()
 	c.Version = ver
-	c.MaxReceiveBuffer = 4 << 20
-	c.MaxStreamBuffer = 2 << 20
-	c.MaxFrameSize = 8192
-	c.KeepAliveInterval = 10 * time.Second
+	c.MaxReceiveBuffer = kcptunSmuxBuf
+	c.MaxStreamBuffer = kcptunStreamBuf
+	c.MaxFrameSize = kcptunFrameSize
+	c.KeepAliveInterval = kcptunKeepAlive
 	return c
 }
 

@@ -100,7 +100,6 @@ func newSettings(c config.Common, log *slog.Logger) (*settings, error) {
 		mc.MaxFrameSize = c.FrameSize
 	}
 	mc.MaxStreams = c.MaxStreams
-	mc.PeerReceiveBuffer = c.PeerSmuxBuf
 	if c.KeepAlive > 0 {
 		mc.KeepAliveInterval = time.Duration(c.KeepAlive) * time.Second
 		// As kcptun does: the timeout stays smux's 30 s unless the interval

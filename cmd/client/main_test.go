@@ -63,7 +63,6 @@ func TestInvalidInvocations(t *testing.T) {
 		{"framesize over 65535", []string{"--framesize", "65536"}, nil, []string{"--framesize", "65536", "65535"}},
 		{"streambuf over smuxbuf", []string{"--smuxbuf", "1048576", "--streambuf", "2097152"}, nil, []string{"--streambuf", "2097152", "smuxbuf"}},
 		{"negative maxstreams", []string{"--maxstreams", "-1"}, nil, []string{"--maxstreams", "-1"}},
-		{"negative peersmuxbuf", []string{"--peersmuxbuf=-4"}, nil, []string{"--peersmuxbuf", "-4"}},
 		{"too many shards", []string{"--ds", "200", "--ps", "100"}, nil, []string{"parityshard", "256"}},
 		{"conn 0", []string{"--conn", "0"}, nil, []string{"--conn", "0"}},
 		{"not a number", []string{"--mtu", "big"}, nil, []string{"mtu", `"big"`}},

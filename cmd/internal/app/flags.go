@@ -90,7 +90,6 @@ func commonOptions(cfg *config.Common) []option {
 		intOpt("framesize", nil, catMux, &cfg.FrameSize, "largest mux frame payload in bytes, at most 65535"),
 		intOpt("streambuf", nil, catMux, &cfg.StreamBuf, "receive window of one stream in bytes (smux v2), at most --smuxbuf"),
 		intOpt("maxstreams", nil, catMux, &cfg.MaxStreams, "streams the peer may have open in one session; more are refused at once (0 = no cap)"),
-		intOpt("peersmuxbuf", nil, catMux, &cfg.PeerSmuxBuf, "smux v2: the --smuxbuf of a kcptun peer, if it differs from ours; sending keeps what the peer holds unread below it (0 = same as --smuxbuf)"),
 		intOpt("keepalive", nil, catMux, &cfg.KeepAlive, "seconds between keepalive frames"),
 		intOpt("closewait", nil, catTunnel, &cfg.CloseWait, "seconds one direction of a connection may linger after the other has ended"),
 		strOpt("snmplog", nil, catOps, &cfg.SnmpLog, "append counters as CSV to this file; Go time layout in the name starts new files, e.g. ./snmp-20060102.log"),
