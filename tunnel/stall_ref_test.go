@@ -209,7 +209,13 @@ func TestStallRefBusy(t *testing.T) {
 		for _, download := range []bool{true, false} {
 			c := stallCase{p, download, k}
 			t.Run(fmt.Sprintf("%s/%s/k=%d", p.name, c.direction(), k), func(t *testing.T) {
-				leakChecked(t, func(t *testing.T) {
+				check := leakChecked
+				if p.refClient && p.refServer {
+					// Only the reference runs here: kcp-go's session goroutines
+					// end lazily after Close, which is not ours to check.
+					check = func(t *testing.T, body func(t *testing.T)) { t.Run("run", body) }
+				}
+				check(t, func(t *testing.T) {
 					deadline := time.Now().Add(limit + 30*time.Second)
 					tg := startStallTarget(t, size, deadline)
 					close(tg.release) // the target reads from the start
