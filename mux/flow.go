@@ -152,66 +152,6 @@ func (sd *sender) shieldRoomLocked(st *Stream) int64 {
 	return int64(st.peerWindow/2) - own
 }
 
-// noteSentLocked accounts for n bytes of st handed to the connection.
-func (sd *sender) noteSentLocked(st *Stream, n int) {
-	st.sent += uint32(n)
-	sd.unacked += int64(n)
-}
-
-// noteUpdateLocked applies a window update from the peer to st.
-func (sd *sender) noteUpdateLocked(st *Stream, consumed, window uint32) {
-	if st.sendCounted {
-		before := int64(int32(st.sent - st.peerConsumed))
-		after := int64(int32(st.sent - consumed))
-		sd.unacked += after - before
-	}
-	st.peerConsumed = consumed
-	st.peerWindow = window
-}
-
-// forgetSendLocked stops counting st's unacknowledged data: the stream is
-// gone and no update for it will come.
-func (sd *sender) forgetSendLocked(st *Stream) {
-	if st.sendCounted {
-		sd.unacked -= int64(int32(st.sent - st.peerConsumed))
-		st.sendCounted = false
-	}
-}
-
-// holdLocked remembers a stream that has data but no room under the shield,
-// so that it is queued again when room opens anywhere in the session.
-func (sd *sender) holdLocked(st *Stream) {
-	if !st.held && len(st.wbuf) > 0 && sd.shielding() {
-		st.held = true
-		sd.heldStreams = append(sd.heldStreams, st)
-	}
-}
-
-// releaseLocked queues the held streams that may send again and forgets
-// those that no longer wait.
-func (sd *sender) releaseLocked() {
-	if len(sd.heldStreams) == 0 {
-		return
-	}
-	keep := sd.heldStreams[:0]
-	for _, st := range sd.heldStreams {
-		switch {
-		case len(st.wbuf) == 0:
-			st.held = false
-		case sd.sendable(st):
-			st.held = false
-			if !st.queued {
-				sd.pushBack(st)
-			}
-		default:
-			keep = append(keep, st)
-		}
-	}
-	clear(sd.heldStreams[len(keep):])
-	sd.heldStreams = keep
-	sd.kickLocked()
-}
-
 // peerSaidHello reports whether the peer allots credit (it sent helloID).
 func (s *Session) peerSaidHello() bool {
 	sd := &s.sender
@@ -238,14 +178,24 @@ func (s *Session) openStreamCredit(st *Stream) (uint32, bool) {
 }
 
 // peerAllotsCredit records the peer's hello: from now on it never stops
-// reading, so nothing is held back for it.
+// reading, so nothing is held back for it, and streams the shield held wait
+// no longer.
 func (s *Session) peerAllotsCredit() {
+	s.smu.Lock()
+	streams := make([]*Stream, 0, len(s.streams))
+	for _, st := range s.streams {
+		streams = append(streams, st)
+	}
+	s.smu.Unlock()
 	sd := &s.sender
 	sd.mu.Lock()
-	if !sd.peerCredit {
-		sd.peerCredit = true
-		sd.releaseLocked()
+	sd.peerCredit = true
+	for _, st := range streams {
+		if !st.queued && sd.sendable(st) {
+			sd.pushBack(st)
+		}
 	}
+	sd.kickLocked()
 	sd.mu.Unlock()
 }
 

@@ -169,15 +169,12 @@ func (s *Session) recvFIN(id uint32) {
 	if st == nil {
 		return
 	}
-	if s.ver == 2 {
-		// Nothing more will arrive: the stream is owed only what it holds.
-		st.rmu.Lock()
-		st.moveCreditLocked(func() { st.edge = st.recvd })
-		st.finRecv.Store(true)
-		st.rmu.Unlock()
-	} else {
-		st.finRecv.Store(true)
-	}
+	// Nothing more will arrive: in version 2 the stream is owed only what
+	// it holds.
+	st.rmu.Lock()
+	st.moveCreditLocked(func() { st.edge = st.recvd })
+	st.finRecv.Store(true)
+	st.rmu.Unlock()
 	s.wakeLater(st)
 	if st.wclosed.Load() {
 		s.removeStream(st)
@@ -195,14 +192,11 @@ func (s *Session) recvUPD(fr *frameReader, id uint32) error {
 	}
 	sd := &s.sender
 	sd.mu.Lock()
-	sd.noteUpdateLocked(st, binary.LittleEndian.Uint32(b[:4]), binary.LittleEndian.Uint32(b[4:]))
+	st.peerConsumed = binary.LittleEndian.Uint32(b[:4])
+	st.peerWindow = binary.LittleEndian.Uint32(b[4:])
 	if !st.queued && sd.sendable(st) {
 		sd.pushBack(st)
 		sd.kickLocked()
-	}
-	if sd.shielding() {
-		// Room for this stream may be room for a held one.
-		sd.releaseLocked()
 	}
 	sd.mu.Unlock()
 	return nil

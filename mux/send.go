@@ -48,9 +48,7 @@ type sender struct {
 	head, tail *Stream // streams with data they may send now, in turn
 
 	// Version 2 shield for a plain smux peer (flow.go).
-	peerCredit  bool      // the peer said hello: it never stops reading
-	unacked     int64     // bytes sent on open streams and not reported consumed
-	heldStreams []*Stream // streams waiting for room under the shield
+	peerCredit bool // the peer said hello: it never stops reading
 
 	batchDL int64 // earliest write deadline among the batch's streams
 	mode    writeMode
@@ -212,7 +210,6 @@ func (sd *sender) buildLocked() ([]byte, bool) {
 				w = min(w, sd.shieldRoomLocked(st))
 			}
 			if w <= 0 {
-				sd.holdLocked(st)
 				continue
 			}
 			n = min(n, int(w))
@@ -225,14 +222,12 @@ func (sd *sender) buildLocked() ([]byte, bool) {
 		putHeader(h, sd.sess.ver, cmdPSH, n, st.id)
 		vec = append(vec, h, st.wbuf[:n])
 		st.wbuf = st.wbuf[n:]
-		sd.noteSentLocked(st, n)
+		st.sent += uint32(n)
 		st.inflight++
 		batch = append(batch, st)
 		bytes += n
 		if sd.sendable(st) {
 			sd.pushBack(st)
-		} else {
-			sd.holdLocked(st)
 		}
 	}
 	if sd.ctrlDL != 0 && (sd.batchDL == 0 || sd.ctrlDL < sd.batchDL) {

@@ -109,20 +109,16 @@ func (s *Session) OpenStream() (*Stream, error) {
 	s.streams[st.id] = st
 	s.smu.Unlock()
 
-	var err error
+	frames := []ctrlFrame{{cmd: cmdSYN, sid: st.id}}
 	if s.ver == 2 {
 		// The window update right behind the SYN reaches the peer before
 		// it can send anything, so the stream never gets more credit than
 		// the budget affords.
 		if w, announce := s.openStreamCredit(st); announce {
-			err = s.sendControls(ctrlFrame{cmd: cmdSYN, sid: st.id}, ctrlFrame{cmd: cmdUPD, sid: st.id, window: w})
-		} else {
-			err = s.sendControl(cmdSYN, st.id, 0, 0)
+			frames = append(frames, ctrlFrame{cmd: cmdUPD, sid: st.id, window: w})
 		}
-	} else {
-		err = s.sendControl(cmdSYN, st.id, 0, 0)
 	}
-	if err != nil {
+	if err := s.sendControls(frames...); err != nil {
 		st.rmu.Lock()
 		st.dropCreditLocked()
 		st.rmu.Unlock()
@@ -240,23 +236,13 @@ func (s *Session) lookup(id uint32) *Stream {
 
 func (s *Session) removeStream(st *Stream) {
 	s.smu.Lock()
-	removed := s.streams[st.id] == st
-	if removed {
+	if s.streams[st.id] == st {
 		delete(s.streams, st.id)
 		if st.byPeer {
 			s.peerOpen--
 		}
 	}
 	s.smu.Unlock()
-	if removed && s.ver == 2 {
-		sd := &s.sender
-		sd.mu.Lock()
-		sd.forgetSendLocked(st)
-		if sd.shielding() {
-			sd.releaseLocked()
-		}
-		sd.mu.Unlock()
-	}
 }
 
 // RefusedStreams returns how many streams the peer tried to open past

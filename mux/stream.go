@@ -45,8 +45,6 @@ type Stream struct {
 	peerConsumed uint32 // v2: from the peer's last UPD
 	peerWindow   uint32
 	wclosedL     bool // FIN sent or queued
-	held         bool // in sender.heldStreams
-	sendCounted  bool // v2: sent-but-unacknowledged bytes count in sender.unacked
 	wsig         chan struct{}
 	wdl          atomic.Int64
 
@@ -60,12 +58,11 @@ type Stream struct {
 
 func newStream(id uint32, s *Session) *Stream {
 	return &Stream{
-		id:          id,
-		sess:        s,
-		rsig:        make(chan struct{}, 1),
-		wsig:        make(chan struct{}, 1),
-		peerWindow:  initialPeerWindow,
-		sendCounted: s.ver == 2,
+		id:         id,
+		sess:       s,
+		rsig:       make(chan struct{}, 1),
+		wsig:       make(chan struct{}, 1),
+		peerWindow: initialPeerWindow,
 	}
 }
 
@@ -275,8 +272,6 @@ func (st *Stream) Write(b []byte) (int, error) {
 	st.wbuf = b
 	if sd.sendable(st) {
 		sd.pushBack(st)
-	} else {
-		sd.holdLocked(st)
 	}
 	var err error
 	unsent := 0
