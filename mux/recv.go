@@ -100,6 +100,9 @@ func (s *Session) recvLoop() {
 			s.closeWith(fmt.Errorf("%w (from %s)", err, peerName(s)))
 			return
 		}
+		if h.cmd() != cmdNOP && !s.dataSeen.Load() {
+			s.dataSeen.Store(true)
+		}
 		switch h.cmd() {
 		case cmdPSH:
 			err = s.recvData(fr, &h)
@@ -110,8 +113,13 @@ func (s *Session) recvLoop() {
 		case cmdUPD:
 			err = s.recvUPD(fr, h.sid())
 		case cmdNOP:
-			if h.sid() == helloID && s.ver == 2 {
-				s.peerAllotsCredit()
+			switch h.sid() {
+			case helloID:
+				if !s.peerKnown.Swap(true) && s.ver == 2 {
+					s.peerAllotsCredit()
+				}
+			case pingID:
+				s.answerPing()
 			}
 		}
 		if err != nil {

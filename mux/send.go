@@ -50,6 +50,8 @@ type sender struct {
 	// Version 2 shield for a plain smux peer (flow.go).
 	peerCredit bool // the peer said hello: it never stops reading
 
+	pongQueued bool // an answer to a ping waits in ctrl (liveness.go)
+
 	batchDL int64 // earliest write deadline among the batch's streams
 	mode    writeMode
 	// kernelConn: the session sits straight on a TCP or unix socket, so
@@ -195,6 +197,7 @@ func (sd *sender) buildLocked() ([]byte, bool) {
 		vec = append(vec, ctrl)
 		sd.ctrl = sd.spare
 		sd.spare = nil
+		sd.pongQueued = false
 	}
 	frameSize := sd.sess.config.MaxFrameSize
 	v2 := sd.sess.ver == 2

@@ -32,6 +32,8 @@ type Session struct {
 	bucket    atomic.Int64
 	bucketSig chan struct{}
 	heard     atomic.Bool // a frame arrived since the last keepalive check
+	peerKnown atomic.Bool // the peer said hello (liveness.go)
+	dataSeen  atomic.Bool // a frame other than NOP arrived since TakeDataSeen
 	spinners  atomic.Int32
 
 	// version 2 receive accounting (flow.go): credit owed to all streams
@@ -83,9 +85,7 @@ func newSession(conn io.ReadWriteCloser, config *Config, client bool) (*Session,
 	}
 	s.bucket.Store(int64(config.MaxReceiveBuffer))
 	s.sender.init(s)
-	if s.ver == 2 {
-		s.queueControl(cmdNOP, helloID, 0, 0)
-	}
+	s.queueControl(cmdNOP, helloID, 0, 0)
 	go s.recvLoop()
 	if !config.KeepAliveDisabled {
 		go s.keepalive()
@@ -161,6 +161,20 @@ func (s *Session) Accept() (io.ReadWriteCloser, error) { return s.AcceptStream()
 // again does nothing.
 func (s *Session) Close() error {
 	return s.closeWith(nil)
+}
+
+// CloseWithError closes the session like Close, and its streams' pending and
+// later calls fail with an error that wraps cause (nil behaves as Close).
+func (s *Session) CloseWithError(cause error) error {
+	return s.closeWith(cause)
+}
+
+// CloseErr returns why the session closed, or nil while it is open.
+func (s *Session) CloseErr() error {
+	if !s.closed.Load() {
+		return nil
+	}
+	return s.closeErr
 }
 
 // closeWith closes the session for the given cause; the first cause wins.
