@@ -13,13 +13,16 @@ import (
 	"github.com/smuxtun/smuxtun/internal/demo"
 )
 
+// units are the unit files in systemd/: the binary each starts, the config
+// file it reads (installed from the example systemd/<example>), and the one
+// directory under /var/log it may write to.
 var units = []struct {
-	file, binary, config string
+	file, binary, config, example, logs string
 }{
-	{"smuxtun-server.service", demo.ServerBinary, "/etc/smuxtun/server.json"},
-	{"smuxtun-client.service", demo.ClientBinary, "/etc/smuxtun/client.json"},
-	{"smuxtun-server@.service", demo.ServerBinary, "/etc/smuxtun/server-%i.json"},
-	{"smuxtun-client@.service", demo.ClientBinary, "/etc/smuxtun/client-%i.json"},
+	{"smuxtun-server.service", demo.ServerBinary, "/etc/smuxtun/server.json", "server.json", "smuxtun-server"},
+	{"smuxtun-client.service", demo.ClientBinary, "/etc/smuxtun/client.json", "client.json", "smuxtun-client"},
+	{"smuxtun-server@.service", demo.ServerBinary, "/etc/smuxtun/server-%i.json", "server.json", "smuxtun-server-%i"},
+	{"smuxtun-client@.service", demo.ClientBinary, "/etc/smuxtun/client-%i.json", "client.json", "smuxtun-client-%i"},
 }
 
 // parseUnit returns the settings of a unit file as key -> values (a key may
@@ -52,7 +55,9 @@ func parseUnit(t *testing.T, path string) map[string][]string {
 
 // TestSystemdUnitSettings checks that each unit has what the deployment
 // section of the README promises: its config file, restart on failure, a high
-// file limit, a dynamic unprivileged user and the sandbox.
+// file limit, a dynamic unprivileged user, the sandbox and a log directory.
+// The config file is found through $CREDENTIALS_DIRECTORY, not the %d
+// specifier, which would raise the systemd the units need from 247 to 251.
 func TestSystemdUnitSettings(t *testing.T) {
 	for _, u := range units {
 		t.Run(u.file, func(t *testing.T) {
@@ -60,7 +65,7 @@ func TestSystemdUnitSettings(t *testing.T) {
 			credential := strings.TrimSuffix(filepath.Base(u.config), filepath.Ext(u.config))
 			credential = strings.TrimSuffix(credential, "-%i") + ".json"
 			want := map[string]string{
-				"ExecStart":               "/usr/local/bin/" + u.binary + " -c %d/" + credential,
+				"ExecStart":               "/usr/local/bin/" + u.binary + " -c ${CREDENTIALS_DIRECTORY}/" + credential,
 				"LoadCredential":          credential + ":" + u.config,
 				"Restart":                 "on-failure",
 				"DynamicUser":             "yes",
@@ -72,6 +77,7 @@ func TestSystemdUnitSettings(t *testing.T) {
 				"AmbientCapabilities":     "CAP_NET_BIND_SERVICE",
 				"RestrictAddressFamilies": "AF_INET AF_INET6 AF_UNIX",
 				"KillSignal":              "SIGTERM",
+				"LogsDirectory":           u.logs,
 			}
 			for k, v := range want {
 				if got := strings.Join(kv[k], " | "); got != v {
