@@ -42,6 +42,7 @@ type Common struct {
 	Transport    string `json:"transport"` // smuxtun: "kcp" or "tcp"
 	Pprof        bool   `json:"pprof"`
 	PprofAddr    string `json:"pprofaddr"` // smuxtun: loopback host:port for --pprof
+	Metrics      string `json:"metrics"`   // smuxtun: where to serve Prometheus metrics, "" = off (see MetricsListenAddr)
 	QPP          bool   `json:"qpp"`       // kcptun's Quantum Permutation Pads: not supported yet
 	QPPCount     int    `json:"qpp-count"`
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -100,8 +101,9 @@ const kcptunServerFile = `{
 
 func TestLoadJSONKcptunClientFile(t *testing.T) {
 	c := DefaultClient()
-	if err := LoadJSON(writeFile(t, kcptunClientFile), c); err != nil {
-		t.Fatal(err)
+	ignored, err := LoadJSON(writeFile(t, kcptunClientFile), c)
+	if err != nil || len(ignored) != 0 {
+		t.Fatalf("LoadJSON = %v, %v; want no error and no ignored key", ignored, err)
 	}
 	want := DefaultClient()
 	want.LocalAddr, want.RemoteAddr = "127.0.0.1:12948", "203.0.113.5:29900-29910"
@@ -125,8 +127,9 @@ func TestLoadJSONKcptunClientFile(t *testing.T) {
 
 func TestLoadJSONKcptunServerFile(t *testing.T) {
 	s := DefaultServer()
-	if err := LoadJSON(writeFile(t, kcptunServerFile), s); err != nil {
-		t.Fatal(err)
+	ignored, err := LoadJSON(writeFile(t, kcptunServerFile), s)
+	if err != nil || len(ignored) != 0 {
+		t.Fatalf("LoadJSON = %v, %v; want no error and no ignored key", ignored, err)
 	}
 	if s.Listen != ":29900" || s.Target != "127.0.0.1:8388" || s.Crypt != "aes-128-gcm" || s.Mode != "fast3" ||
 		s.MTU != 1200 || s.SndWnd != 2048 || s.CloseWait != 30 || s.Transport != "tcp" || s.PprofAddr != "127.0.0.1:7000" {
@@ -139,13 +142,127 @@ func TestLoadJSONKcptunServerFile(t *testing.T) {
 
 func TestLoadJSONKeepsDefaultsForAbsentKeys(t *testing.T) {
 	c := DefaultClient()
-	if err := LoadJSON(writeFile(t, `{"key": "k", "mtu": 1200}`), c); err != nil {
+	if _, err := LoadJSON(writeFile(t, `{"key": "k", "mtu": 1200}`), c); err != nil {
 		t.Fatal(err)
 	}
 	want := DefaultClient()
 	want.Key, want.MTU = "k", 1200
 	if !reflect.DeepEqual(c, want) {
 		t.Fatalf("got %+v, want %+v", c, want)
+	}
+}
+
+// TestLoadJSONSharedFile: one kcptun file holding both sides' settings loads
+// into either binary; the keys of the other side are skipped and reported
+// once each, in the order of the file, and leave the defaults alone.
+func TestLoadJSONSharedFile(t *testing.T) {
+	const shared = `{
+  "listen": ":29900",
+  "target": "127.0.0.1:8388",
+  "localaddr": "127.0.0.1:12948",
+  "remoteaddr": "203.0.113.5:29900",
+  "key": "shared secret",
+  "crypt": "aes-128",
+  "conn": 4,
+  "autoexpire": 60,
+  "scavengettl": 30,
+  "mtu": 1200,
+  "Conn": 5,
+  "TARGET": "127.0.0.1:1"
+}`
+	p := writeFile(t, shared)
+
+	c := DefaultClient()
+	ignored, err := LoadJSON(p, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantIgnored := []IgnoredKey{{"listen", "server"}, {"target", "server"}}
+	if !reflect.DeepEqual(ignored, wantIgnored) {
+		t.Errorf("client: ignored %v, want %v", ignored, wantIgnored)
+	}
+	if c.LocalAddr != "127.0.0.1:12948" || c.RemoteAddr != "203.0.113.5:29900" || c.Conn != 5 || c.AutoExpire != 60 ||
+		c.ScavengeTTL != 30 || c.Key != "shared secret" || c.Crypt != "aes-128" || c.MTU != 1200 {
+		t.Errorf("client loaded %+v", c)
+	}
+
+	s := DefaultServer()
+	ignored, err = LoadJSON(p, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantIgnored = []IgnoredKey{{"localaddr", "client"}, {"remoteaddr", "client"}, {"conn", "client"},
+		{"autoexpire", "client"}, {"scavengettl", "client"}}
+	if !reflect.DeepEqual(ignored, wantIgnored) {
+		t.Errorf("server: ignored %v, want %v", ignored, wantIgnored)
+	}
+	want := DefaultServer()
+	want.Listen, want.Target, want.Key, want.Crypt, want.MTU = ":29900", "127.0.0.1:1", "shared secret", "aes-128", 1200
+	if !reflect.DeepEqual(s, want) {
+		t.Errorf("server loaded\n%+v\nwant\n%+v", s, want)
+	}
+}
+
+// TestLoadJSONOtherSideFollowsTheStructs: every setting one binary has and
+// the other lacks, as a full file of the first binary's defaults writes it, is
+// ignored by the other binary; the shared settings are not.
+func TestLoadJSONOtherSideFollowsTheStructs(t *testing.T) {
+	keysOf := func(v any) []string {
+		t.Helper()
+		b, err := json.Marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var m map[string]json.RawMessage
+		if err := json.Unmarshal(b, &m); err != nil {
+			t.Fatal(err)
+		}
+		var keys []string
+		for k := range m {
+			keys = append(keys, k)
+		}
+		return keys
+	}
+	only := func(a, b []string) map[string]bool {
+		out := map[string]bool{}
+		for _, k := range a {
+			if !slices.Contains(b, k) {
+				out[k] = true
+			}
+		}
+		return out
+	}
+	clientKeys, serverKeys := keysOf(DefaultClient()), keysOf(DefaultServer())
+	for _, tt := range []struct {
+		from  any
+		into  any
+		owner string
+		want  map[string]bool
+	}{
+		{DefaultClient(), DefaultServer(), "client", only(clientKeys, serverKeys)},
+		{DefaultServer(), DefaultClient(), "server", only(serverKeys, clientKeys)},
+	} {
+		if len(tt.want) < 2 {
+			t.Fatalf("%s-only keys: %v; want at least two", tt.owner, tt.want)
+		}
+		b, err := json.Marshal(tt.from)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ignored, err := LoadJSON(writeFile(t, string(b)), tt.into)
+		if err != nil {
+			t.Fatalf("a full %s file: %v", tt.owner, err)
+		}
+		got := map[string]bool{}
+		for _, k := range ignored {
+			if k.Owner != tt.owner || got[k.Key] {
+				t.Errorf("ignored %+v twice or with the wrong owner", k)
+			}
+			got[k.Key] = true
+		}
+		if !reflect.DeepEqual(got, tt.want) {
+			t.Errorf("a full %s file: ignored %v, want %v", tt.owner, got, tt.want)
+		}
 	}
 }
 
@@ -162,8 +279,10 @@ func TestLoadJSONErrors(t *testing.T) {
 		{"fraction", `{"sndwnd": 1.5}`, false, []string{`key "sndwnd"`, "want an integer", "1.5"}},
 		{"overflow", `{"sndwnd": 1e40}`, true, []string{`key "sndwnd"`, "want an integer"}},
 		{"unknown key", `{"mtu": 1350, "mtuu": 1}`, false, []string{`unknown key "mtuu"`}},
-		{"server key in client file", `{"listen": ":1"}`, false, []string{`unknown key "listen"`}},
-		{"client key in server file", `{"remoteaddr": "a:1"}`, true, []string{`unknown key "remoteaddr"`}},
+		{"unknown key in a server file", `{"listen": ":1", "mtuu": 1}`, true, []string{`unknown key "mtuu"`}},
+		{"unknown key after a server key", `{"listen": ":1", "targett": "x"}`, false, []string{`unknown key "targett"`}},
+		{"unknown key after a client key", `{"conn": 2, "autoexpir": 1}`, true, []string{`unknown key "autoexpir"`}},
+		{"wrong type beside a client key", `{"conn": 2, "mtu": "1350"}`, true, []string{`key "mtu"`, "want an integer"}},
 		{"syntax", "{\n  \"mtu\": 1350,\n  \"key\": \"x\",,\n}", false, []string{"line 3, column 14", "invalid JSON"}},
 		{"trailing comma", `{"mtu": 1350,}`, false, []string{"line 1, column 14", "invalid JSON"}},
 		{"truncated", `{"mtu": 13`, false, []string{"unexpected end of file"}},
@@ -178,8 +297,8 @@ func TestLoadJSONErrors(t *testing.T) {
 			if tt.server {
 				dst, orig = DefaultServer(), DefaultServer()
 			}
-			err := LoadJSON(p, dst)
-			if !errors.Is(err, ErrBadFile) {
+			ignored, err := LoadJSON(p, dst)
+			if !errors.Is(err, ErrBadFile) || ignored != nil {
 				t.Fatalf("LoadJSON = %v, want ErrBadFile", err)
 			}
 			msg := err.Error()
@@ -200,7 +319,7 @@ func TestLoadJSONErrors(t *testing.T) {
 
 func TestLoadJSONMissingFile(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "nope.json")
-	err := LoadJSON(p, DefaultServer())
+	_, err := LoadJSON(p, DefaultServer())
 	if !errors.Is(err, fs.ErrNotExist) || !strings.Contains(err.Error(), p) {
 		t.Fatalf("LoadJSON(missing) = %v, want fs.ErrNotExist naming the path", err)
 	}
@@ -208,14 +327,14 @@ func TestLoadJSONMissingFile(t *testing.T) {
 
 func TestLoadJSONWrongDestination(t *testing.T) {
 	var c Common
-	if err := LoadJSON(writeFile(t, `{}`), &c); err == nil || !strings.Contains(err.Error(), "*config.Common") {
+	if _, err := LoadJSON(writeFile(t, `{}`), &c); err == nil || !strings.Contains(err.Error(), "*config.Common") {
 		t.Fatalf("LoadJSON(*Common) = %v", err)
 	}
 }
 
 func TestLoadJSONTooLarge(t *testing.T) {
 	big := `{"log": "` + strings.Repeat("a", maxFileSize) + `"}`
-	if err := LoadJSON(writeFile(t, big), DefaultClient()); !errors.Is(err, ErrBadFile) || !strings.Contains(err.Error(), "larger than") {
+	if _, err := LoadJSON(writeFile(t, big), DefaultClient()); !errors.Is(err, ErrBadFile) || !strings.Contains(err.Error(), "larger than") {
 		t.Fatalf("LoadJSON(big) = %v", err)
 	}
 }
@@ -237,7 +356,7 @@ func FuzzLoadJSON(f *testing.F) {
 			t.Fatal(err)
 		}
 		for _, dst := range []interface{ Validate() error }{DefaultClient(), DefaultServer()} {
-			err := LoadJSON(p, dst)
+			_, err := LoadJSON(p, dst)
 			if err != nil {
 				if strings.Contains(err.Error(), "\n") {
 					t.Fatalf("multi-line error %q", err)
@@ -259,7 +378,7 @@ func FuzzLoadJSON(f *testing.F) {
 			if err := os.WriteFile(p2, again, 0o600); err != nil {
 				t.Fatal(err)
 			}
-			if err := LoadJSON(p2, back); err != nil {
+			if _, err := LoadJSON(p2, back); err != nil {
 				t.Fatalf("re-loading our own output %s: %v", again, err)
 			}
 			if !reflect.DeepEqual(back, dst) {

@@ -179,6 +179,7 @@ func (s *Common) validate(c *checker) {
 		}
 		return nil
 	})
+	c.addr("metrics", s.Metrics, func(a string) error { _, err := MetricsListenAddr(a); return err })
 }
 
 // Validate checks every field and returns the first problem as a *FieldError

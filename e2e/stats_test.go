@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -17,8 +18,9 @@ import (
 	"github.com/smuxtun/smuxtun/internal/demo"
 )
 
-// TestStatistics: after a transfer, SIGUSR1 prints the server's counters and
-// --snmplog writes them as CSV rows, as the README's statistics section says.
+// TestStatistics: after a transfer, SIGUSR1 logs the server's counters as one
+// record and --snmplog writes kcp-go's as CSV rows in kcptun's columns, as the
+// README's statistics section says.
 func TestStatistics(t *testing.T) {
 	const size = 1 << 20
 	dir := t.TempDir()
@@ -32,28 +34,46 @@ func TestStatistics(t *testing.T) {
 	}
 
 	t.Run("SIGUSR1", func(t *testing.T) {
-		bytesUp := regexp.MustCompile(`(?m)^BytesUp: (\d+)$`)
-		streams := regexp.MustCompile(`(?m)^StreamsOpened: (\d+)$`)
+		// One log record, like the other lines: time, level, msg, then every
+		// counter as an attribute.
+		record := regexp.MustCompile(`(?m)^time=\S+ level=INFO msg=statistics (\w+=\d+ )+\w+=\d+$`)
+		bytesUp := regexp.MustCompile(` BytesUp=(\d+) `)
+		streams := regexp.MustCompile(` StreamsOpened=(\d+) `)
+		before := strings.Count(tun.Server.Output(), "msg=statistics")
 		if err := tun.Server.Signal(syscall.SIGUSR1); err != nil {
 			t.Fatal(err)
 		}
 		deadline := time.Now().Add(5 * time.Second)
-		for {
-			out := tun.Server.Output()
-			up, opened := bytesUp.FindStringSubmatch(out), streams.FindStringSubmatch(out)
-			if up != nil && opened != nil {
-				n, _ := strconv.Atoi(up[1])
-				s, _ := strconv.Atoi(opened[1])
-				// The readiness probes count too, so at least: the upload and its header.
-				if n < size || s < 1 {
-					t.Fatalf("after a %d-byte upload SIGUSR1 shows BytesUp %d, StreamsOpened %d", size, n, s)
-				}
-				break
-			}
+		for strings.Count(tun.Server.Output(), "msg=statistics") == before {
 			if time.Now().After(deadline) {
-				t.Fatalf("no counters 5 s after SIGUSR1:\n%s", tun.Server.Describe())
+				t.Fatalf("no statistics 5 s after SIGUSR1:\n%s", tun.Server.Describe())
 			}
 			time.Sleep(50 * time.Millisecond)
+		}
+		time.Sleep(100 * time.Millisecond) // anything else SIGUSR1 might print
+		out := tun.Server.Output()
+		lines := record.FindAllString(out, -1)
+		if len(lines) != 1 || strings.Count(out, "msg=statistics") != 1 {
+			t.Fatalf("want exactly one statistics record, got:\n%s", out)
+		}
+		line := lines[0]
+		for _, name := range []string{"SessionsOpened", "StreamsActive", "BytesDown", "InCsumErrors", "RetransSegs", "FECRecovered", "OOBPackets"} {
+			if !strings.Contains(line, " "+name+"=") {
+				t.Errorf("statistics lack %s: %s", name, line)
+			}
+		}
+		if strings.Contains(out, "\nBytesUp: ") {
+			t.Errorf("bare Name: value lines in the log:\n%s", out)
+		}
+		up, opened := bytesUp.FindStringSubmatch(line), streams.FindStringSubmatch(line)
+		if up == nil || opened == nil {
+			t.Fatalf("statistics lack BytesUp or StreamsOpened: %s", line)
+		}
+		n, _ := strconv.Atoi(up[1])
+		st, _ := strconv.Atoi(opened[1])
+		// The readiness probes count too, so at least: the upload and its header.
+		if n < size || st < 1 {
+			t.Fatalf("after a %d-byte upload SIGUSR1 shows BytesUp %d, StreamsOpened %d", size, n, st)
 		}
 		if tun.Server.Exited() {
 			t.Fatalf("SIGUSR1 stopped the server:\n%s", tun.Server.Describe())
@@ -75,8 +95,9 @@ func TestStatistics(t *testing.T) {
 	})
 }
 
-// checkSnmpLog wants a header naming kcp-go's and the tunnel's counters and a
-// row that shows at least min bytes carried up.
+// checkSnmpLog wants kcptun's header (Unix and kcp-go's 30 counters, no
+// others), every complete row as wide, and a row that shows at least min bytes
+// delivered by KCP.
 func checkSnmpLog(path string, min int) error {
 	f, err := os.Open(path)
 	if err != nil {
@@ -93,17 +114,24 @@ func checkSnmpLog(path string, min int) error {
 		return fmt.Errorf("%s: %d lines, want a header and rows", path, len(records))
 	}
 	header := records[0]
-	col := slices.Index(header, "BytesUp")
-	if header[0] != "Unix" || !slices.Contains(header, "RetransSegs") || col < 0 {
-		return fmt.Errorf("%s: header %v lacks Unix, RetransSegs or BytesUp", path, header)
+	col := slices.Index(header, "BytesReceived")
+	if len(header) != 31 || header[0] != "Unix" || !slices.Contains(header, "RetransSegs") || col < 0 || slices.Contains(header, "BytesUp") {
+		return fmt.Errorf("%s: header %v is not kcptun's 31 columns", path, header)
 	}
-	for _, row := range records[1:] {
+	found := false
+	for i, row := range records[1:] {
 		if len(row) != len(header) {
-			continue
+			if i == len(records)-2 {
+				continue // being written
+			}
+			return fmt.Errorf("%s: row %d has %d fields, the header %d", path, i+1, len(row), len(header))
 		}
 		if n, err := strconv.Atoi(row[col]); err == nil && n >= min {
-			return nil
+			found = true
 		}
 	}
-	return fmt.Errorf("%s: no row with BytesUp >= %d yet", path, min)
+	if !found {
+		return fmt.Errorf("%s: no row with BytesReceived >= %d yet", path, min)
+	}
+	return nil
 }

@@ -19,18 +19,18 @@ import (
 )
 
 const (
-	// probeTimeout is how long a session may stay silent after a stream was
-	// opened on it before the client stops trusting it. KCP has no reset, so
-	// a server that restarted never tells the client; a silent answer to new
-	// traffic is the earliest sign. A session that falls under suspicion is
-	// retired, not killed: its streams keep running, so a merely slow target
-	// costs one extra dial and nothing else.
+	// probeTimeout is how long a kcptun server may stay silent after a
+	// stream was opened on its session before the client stops trusting
+	// the session (liveness.go). Such a session is retired, not killed: its
+	// streams keep running, so a merely slow target costs one extra dial and
+	// nothing else.
 	probeTimeout = 3 * time.Second
-	// checkEvery is how often a session's timers and probe are looked at.
-	checkEvery = 500 * time.Millisecond
+	// checkEvery is how often a session's timers and liveness are looked at.
+	checkEvery = 250 * time.Millisecond
 	// defaultSessionWait bounds how long a new connection waits for a
-	// session while the pool is (re)dialling.
-	defaultSessionWait = 10 * time.Second
+	// usable session while the pool is (re)dialling or the sessions it has
+	// owe an answer; the connection is then closed, so that nothing hangs.
+	defaultSessionWait = 4 * time.Second
 	// openAttempts is how many sessions a new connection tries.
 	openAttempts = 3
 	// Redial back-off: doubling from backoffMin to backoffMax, with jitter.
@@ -63,6 +63,8 @@ type Client struct {
 	retired chan retiredSession
 	wg      sync.WaitGroup
 	served  atomic.Bool
+
+	goneWarn *warnLimiter // "server does not answer" and the like
 }
 
 // NewClient checks cfg, builds the transport and binds the local listener
@@ -96,6 +98,7 @@ func NewClient(cfg *config.Client, log *slog.Logger) (*Client, error) {
 		sessionWait: defaultSessionWait,
 		slots:       make([]*slot, n),
 		retired:     make(chan retiredSession),
+		goneWarn:    newWarnLimiter(warnEvery),
 	}
 	for i := range c.slots {
 		c.slots[i] = newSlot()
@@ -112,19 +115,19 @@ func NewClient(cfg *config.Client, log *slog.Logger) (*Client, error) {
 // listenLocal binds addr as TCP, or as a unix socket if it contains a '/'.
 // A socket file left behind by a process that died is replaced.
 func listenLocal(addr string) (net.Listener, error) {
-	if !strings.Contains(addr, "/") {
-		l, err := net.Listen("tcp", addr)
-		if err != nil {
-			return nil, fmt.Errorf("localaddr %s: %w", addr, err)
-		}
-		return l, nil
+	network := "tcp"
+	if strings.Contains(addr, "/") {
+		network = "unix"
 	}
-	l, err := net.Listen("unix", addr)
-	if err != nil && errors.Is(err, syscall.EADDRINUSE) && staleSocket(addr) {
+	l, err := net.Listen(network, addr)
+	if err != nil && network == "unix" && errors.Is(err, syscall.EADDRINUSE) && staleSocket(addr) {
 		os.Remove(addr)
 		l, err = net.Listen("unix", addr)
 	}
 	if err != nil {
+		if op, ok := errors.AsType[*net.OpError](err); ok {
+			err = op.Err // op's message would repeat the address
+		}
 		return nil, fmt.Errorf("localaddr %s: %w", addr, err)
 	}
 	return l, nil
@@ -211,6 +214,7 @@ func (c *Client) handle(ctx context.Context, conn net.Conn) {
 			lastErr = err
 			break
 		}
+		cs.expect(time.Now())
 		st, err := cs.mux.OpenStream()
 		if err != nil {
 			// The session died under us; its keeper replaces it.
@@ -230,49 +234,94 @@ func (c *Client) handle(ctx context.Context, conn net.Conn) {
 }
 
 func (c *Client) serveStream(ctx context.Context, cs *clientSession, conn net.Conn, st *mux.Stream) {
-	cs.startProbe()
 	stats.streamsOpened.Add(1)
 	stats.streamsActive.Add(1)
 	defer stats.streamsActive.Add(-1)
 	lvl := c.set.streamLevel()
-	c.log.Log(ctx, lvl, "stream opened", "session", cs.id, "stream", st.ID(), "client", conn.RemoteAddr().String())
-	res := pipe(conn, st, c.set.closeWait, ctx.Done(), cs.mux.CloseChan())
-	args := []any{"session", cs.id, "stream", st.ID(), "up", res.aToB, "down", res.bToA}
-	if res.err != nil {
-		args = append(args, "err", res.err)
+	client := conn.RemoteAddr().String()
+	c.log.Log(ctx, lvl, "stream opened", "session", cs.id, "stream", st.ID(), "client", client)
+	// If the session dies, the application sees its connection reset, not
+	// a clean end of stream it could take for a complete reply.
+	local := &resetOnDeath{Conn: conn, died: func() bool { return cs.mux.IsClosed() && ctx.Err() == nil }}
+	res := pipe(local, st, c.set.closeWait, ctx.Done(), cs.mux.CloseChan())
+	args := []any{"session", cs.id, "stream", st.ID(), "client", client, "remote", cs.mux.RemoteAddr().String(),
+		"up", res.aToB, "down", res.bToA}
+	switch {
+	case local.reset.Load():
+		stats.streamErrors.Add(1)
+		c.log.Warn("stream cut: its session ended", append(args, "err", cs.mux.CloseErr())...)
+	case res.err != nil:
+		stats.streamErrors.Add(1)
+		c.log.Warn("stream failed", append(args, "err", res.err)...)
+	default:
+		c.log.Log(context.Background(), lvl, "stream closed", args...)
 	}
-	c.log.Log(context.Background(), lvl, "stream closed", args...)
+}
+
+// resetOnDeath closes a local connection with a reset instead of a FIN when
+// died reports true at the time of closing.
+type resetOnDeath struct {
+	net.Conn
+	died  func() bool
+	reset atomic.Bool
+}
+
+func (r *resetOnDeath) Close() error {
+	if r.died() {
+		if tc, ok := r.Conn.(*net.TCPConn); ok {
+			_ = tc.SetLinger(0)
+		}
+		r.reset.Store(true)
+	}
+	return r.Conn.Close()
+}
+
+func (r *resetOnDeath) CloseWrite() error {
+	if cw, ok := r.Conn.(closeWriter); ok {
+		return cw.CloseWrite()
+	}
+	return r.Conn.Close()
 }
 
 // pick returns a live session, round-robin over the pool, waiting up to
-// sessionWait while every slot is dialling.
+// sessionWait while every slot is dialling or holds a session that owes an
+// answer (liveness.go). A connection that waits has sent nothing anywhere:
+// its bytes stay in the local socket until a session is usable.
 func (c *Client) pick(ctx context.Context) (*clientSession, error) {
 	n := uint32(len(c.slots))
 	start := c.rr.Add(1)
-	for i := range n {
-		if cs := c.slots[(start+i)%n].get(); cs != nil {
-			return cs, nil
+	scan := func() *clientSession {
+		now := time.Now()
+		for i := range n {
+			if cs := c.slots[(start+i)%n].get(); cs != nil && !cs.held(now) {
+				return cs
+			}
 		}
+		return nil
 	}
-	// Every slot is dialling: wait for this connection's slot, and look at
-	// the others now and then in case one of them is ready first.
+	if cs := scan(); cs != nil {
+		return cs, nil
+	}
+	// Wait for this connection's slot to publish a session, and look at
+	// all of them now and then in case one is usable first.
 	deadline := time.NewTimer(c.sessionWait)
 	defer deadline.Stop()
-	rescan := time.NewTicker(100 * time.Millisecond)
+	rescan := time.NewTicker(25 * time.Millisecond)
 	defer rescan.Stop()
 	sl := c.slots[start%n]
 	for {
-		cs, ready := sl.wait()
-		if cs != nil {
-			return cs, nil
+		_, ready := sl.wait()
+		if ready == nil {
+			ready = neverReady
 		}
 		select {
 		case <-ready:
+			if cs := scan(); cs != nil {
+				return cs, nil
+			}
 		case <-rescan.C:
-			for i := range n {
-				if cs := c.slots[(start+i)%n].get(); cs != nil {
-					return cs, nil
-				}
+			if cs := scan(); cs != nil {
+				return cs, nil
 			}
 		case <-ctx.Done():
 			return nil, ctx.Err()
@@ -281,6 +330,9 @@ func (c *Client) pick(ctx context.Context) (*clientSession, error) {
 		}
 	}
 }
+
+// neverReady is a channel that is never closed.
+var neverReady = make(chan struct{})
 
 // keep owns one pool slot: it dials a session, publishes it, watches it and
 // replaces it when it dies, expires or falls under suspicion, until ctx ends.
@@ -313,7 +365,13 @@ func (c *Client) keep(ctx context.Context, sl *slot) {
 			return
 		case endClosed:
 			cs.close()
-			c.log.Warn("session lost, redialling", "session", cs.id, "remote", cs.mux.RemoteAddr().String())
+			stats.sessionsLost.Add(1)
+			remote := cs.mux.RemoteAddr().String()
+			// A setting that differs from the server's shows in the first bytes
+			// the session read (diagnose.go).
+			if !c.set.reportMismatch(c.log, "session lost, redialling", remote, cs.meter, cs.mux.CloseErr(), "session", cs.id, "remote", remote) {
+				c.log.Warn("session lost, redialling", "session", cs.id, "remote", remote)
+			}
 			if !sleepCtx(ctx, b.next()) {
 				return
 			}
@@ -321,8 +379,18 @@ func (c *Client) keep(ctx context.Context, sl *slot) {
 			c.log.Info("session expired, replacing it", "session", cs.id)
 			c.retire(ctx, cs, true)
 		case endSuspect:
-			c.log.Warn("session silent after a new stream, replacing it", "session", cs.id, "silent_for", probeTimeout)
+			c.log.Warn("session silent after a new stream, replacing it", "session", cs.id,
+				"remote", cs.mux.RemoteAddr().String(), "silent_for", probeTimeout)
 			c.retire(ctx, cs, false)
+		case endDead, endUnheard:
+			n := cs.mux.NumStreams()
+			cs.mux.CloseWithError(errPeerGone(why))
+			cs.close()
+			stats.sessionErrors.Add(1)
+			c.reportGone(cs, why, n)
+			if !sleepCtx(ctx, b.next()) {
+				return
+			}
 		}
 	}
 }
@@ -344,7 +412,7 @@ func (c *Client) dial(ctx context.Context) (*clientSession, error) {
 		conn.Close()
 		return nil, fmt.Errorf("mux session to %s: %w", addr, err)
 	}
-	cs := &clientSession{id: sessionIDs.Add(1), mux: m, meter: meter, born: time.Now()}
+	cs := &clientSession{id: sessionIDs.Add(1), mux: m, meter: meter, born: time.Now(), liveness: newLiveness(m, meter, conn)}
 	stats.sessionsOpened.Add(1)
 	stats.sessionsActive.Add(1)
 	c.log.Info("session opened", "session", cs.id, "transport", c.set.tr.name(),
@@ -371,8 +439,13 @@ func (c *Client) watch(ctx context.Context, cs *clientSession) endReason {
 		case <-expire:
 			return endExpired
 		case now := <-tick.C:
-			if cs.suspect(now) {
+			switch cs.check(now, probeTimeout) {
+			case verdictSilent:
 				return endSuspect
+			case verdictDead:
+				return endDead
+			case verdictUnheard:
+				return endUnheard
 			}
 		}
 	}

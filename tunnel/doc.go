@@ -13,7 +13,9 @@
 // kcptun's packet cipher an AES-256-GCM stream from package crypt, keyed
 // from the key whichever cipher is named; crypt none or null leave it in
 // clear, with a warning). Both ends must agree on the transport, key,
-// crypt, nocomp, smuxver, datashard and parityshard.
+// crypt, nocomp and smuxver. datashard and parityshard may differ: kcp-go
+// takes packets with or without FEC whatever its own shards, and tunes its
+// decoder to the peer's.
 //
 // ratelimit caps the bytes per second each transport session sends: kcp-go's
 // own limiter on KCP (it counts UDP bytes, FEC parity included), a pacing
@@ -70,6 +72,13 @@
 //
 // Logs go through log/slog with the session and stream ids as attributes;
 // per-stream events are logged at Info, or at Debug when quiet is set.
-// DumpStats writes the tunnel's counters and kcp-go's SNMP counters;
-// RunSnmpLogger appends them as CSV to a file whose name is a time layout.
+// DumpStats logs the tunnel's counters and kcp-go's SNMP counters as one
+// record; RunSnmpLogger appends kcp-go's counters as CSV, in kcptun's
+// columns, to a file whose name is a time layout. A session whose peer is
+// gone is closed within seconds, and its streams end with an error
+// (liveness.go). A peer whose key or crypt differs is named by the server
+// (transport_kcp_recv.go), one whose nocomp or smuxver differs by both ends
+// (diagnose.go), at Warn, at most once a minute per peer host.
+// ListenMetrics serves the same counters over HTTP in the Prometheus text
+// format (metrics.go; docs/METRICS.md lists them).
 package tunnel

@@ -17,59 +17,19 @@ const (
 	endShutdown endReason = iota
 	endClosed
 	endExpired
-	endSuspect
+	endSuspect // a plain smux peer stayed silent after a new stream
+	endDead    // a smuxtun peer stopped answering
+	endUnheard // the server never acknowledged a packet
 )
 
 // clientSession is one transport session of the pool.
 type clientSession struct {
+	*liveness
 	id     uint64
 	mux    *mux.Session
 	meter  *meteredConn
 	born   time.Time
 	closed atomic.Bool
-
-	mu         sync.Mutex
-	probeSince time.Time // zero: no probe pending
-	probeMark  uint64    // transport bytes read when the probe started
-	suspected  bool
-}
-
-// startProbe notes that a stream was just opened: the server should answer
-// something (data, a window update, a keepalive) within probeTimeout. The
-// probe runs from the oldest stream opened since the session last heard
-// from the server, so a stream of new connections to a dead server cannot
-// keep pushing the verdict back.
-func (cs *clientSession) startProbe() {
-	cs.mu.Lock()
-	if cur := cs.meter.read.Load(); cs.probeSince.IsZero() || cur != cs.probeMark {
-		cs.probeSince = time.Now()
-		cs.probeMark = cur
-	}
-	cs.mu.Unlock()
-}
-
-// suspectNow marks the session unusable at its next check.
-func (cs *clientSession) suspectNow() {
-	cs.mu.Lock()
-	cs.suspected = true
-	cs.mu.Unlock()
-}
-
-// suspect reports whether the session stayed silent through a probe.
-func (cs *clientSession) suspect(now time.Time) bool {
-	cs.mu.Lock()
-	defer cs.mu.Unlock()
-	if cs.suspected {
-		return true
-	}
-	if cs.probeSince.IsZero() {
-		return false
-	}
-	if cs.meter.read.Load() != cs.probeMark {
-		cs.probeSince = time.Time{}
-		return false
-	}
-	return now.Sub(cs.probeSince) >= probeTimeout
 }
 
 func (cs *clientSession) close() {

@@ -204,6 +204,18 @@ func startRefServer(t testing.TB, cipher string, nocomp bool, ver int, target st
 	}()
 	t.Cleanup(func() {
 		lis.Close()
+		// Sessions kcp-go created for late packets but nobody accepted
+		// would keep their goroutine: take them from the queue and close
+		// them, as the tunnel's own listener does.
+		for misses := 0; misses < 20; {
+			if s, err := lis.AcceptKCP(); err == nil {
+				s.Close()
+				misses = 0
+				continue
+			}
+			misses++
+			time.Sleep(time.Millisecond)
+		}
 		mu.Lock()
 		for _, s := range sessions {
 			s.Close()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"sync"
@@ -177,7 +178,7 @@ func (s *Server) acceptLoop(ctx context.Context, l net.Listener) error {
 func (s *Server) serveSession(ctx context.Context, conn net.Conn) {
 	defer s.wg.Done()
 	id := sessionIDs.Add(1)
-	rwc, _ := s.set.wrap(conn)
+	rwc, meter := s.set.wrap(conn)
 	m, err := mux.Server(rwc, s.set.muxConfig)
 	if err != nil {
 		conn.Close()
@@ -196,17 +197,42 @@ func (s *Server) serveSession(ctx context.Context, conn net.Conn) {
 		stats.sessionsActive.Add(-1)
 	}()
 	go reportRefused(m, s.log, id, conn.RemoteAddr().String(), s.set.muxConfig.MaxStreams)
+	go watchClient(newLiveness(m, meter, conn), s.log, id, conn.RemoteAddr().String())
 	for {
 		st, err := m.AcceptStream()
 		if err != nil {
 			if ctx.Err() == nil {
-				s.log.Info("session closed", "session", id, "remote", conn.RemoteAddr().String(), "err", err)
+				s.sessionEnded(id, conn.RemoteAddr().String(), meter, err)
 			}
 			return
 		}
 		s.wg.Add(1)
 		go s.serveStream(ctx, id, m, st)
 	}
+}
+
+// sessionEnded logs the end of a session that was not shut down by us: at
+// Warn with the setting that differs if the peer's first bytes name one
+// (diagnose.go), at Info if it ended the way sessions end, at Warn if it
+// failed.
+func (s *Server) sessionEnded(id uint64, remote string, meter *meteredConn, err error) {
+	if s.set.reportMismatch(s.log, "session failed", remote, meter, err, "session", id, "remote", remote) {
+		return
+	}
+	lvl := slog.LevelWarn
+	if cleanEnd(err) {
+		lvl = slog.LevelInfo
+	}
+	s.log.Log(context.Background(), lvl, "session closed", "session", id, "remote", remote, "err", err)
+}
+
+// cleanEnd reports whether a session ended the way sessions end: the peer
+// closed the connection (TCP), or went quiet for the keepalive timeout (KCP
+// has no close, so that is how every KCP session ends once its client has
+// gone).
+func cleanEnd(err error) bool {
+	var t interface{ Timeout() bool }
+	return errors.Is(err, io.EOF) || (errors.As(err, &t) && t.Timeout())
 }
 
 // serveStream connects one stream to the target and pipes between them.
@@ -218,7 +244,8 @@ func (s *Server) serveStream(ctx context.Context, sid uint64, m *mux.Session, st
 	if err != nil {
 		st.Close()
 		stats.streamErrors.Add(1)
-		s.log.Warn("cannot reach target", "session", sid, "stream", st.ID(), "target", s.cfg.Target, "err", err)
+		stats.targetDialFailures.Add(1)
+		s.log.Warn("cannot reach target", "session", sid, "stream", st.ID(), "remote", remoteOf(m), "target", s.cfg.Target, "err", err)
 		return
 	}
 	stats.streamsOpened.Add(1)
@@ -228,9 +255,18 @@ func (s *Server) serveStream(ctx context.Context, sid uint64, m *mux.Session, st
 	res := pipe(st, target, s.set.closeWait, ctx.Done(), m.CloseChan())
 	args := []any{"session", sid, "stream", st.ID(), "up", res.aToB, "down", res.bToA}
 	if res.err != nil {
-		args = append(args, "err", res.err)
+		lvl = slog.LevelWarn
+		args = append(args, "remote", remoteOf(m), "err", res.err)
 	}
 	s.log.Log(context.Background(), lvl, "stream closed", args...)
+}
+
+// remoteOf is the peer address of a session, for logs.
+func remoteOf(m *mux.Session) string {
+	if a := m.RemoteAddr(); a != nil {
+		return a.String()
+	}
+	return ""
 }
 
 // refusedReportInterval spaces the warnings about streams refused past

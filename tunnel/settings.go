@@ -32,6 +32,9 @@ type settings struct {
 	noComp    bool
 	closeWait time.Duration
 	quiet     bool
+	// mismatchWarn spaces the warnings about a peer whose --nocomp or
+	// --smuxver differs (diagnose.go).
+	mismatchWarn *warnLimiter
 }
 
 // newSettings builds the transport and mux configuration. It works on a copy
@@ -47,9 +50,10 @@ func newSettings(c config.Common, log *slog.Logger) (*settings, error) {
 		return nil, err
 	}
 	s := &settings{
-		noComp:    c.NoComp,
-		closeWait: time.Duration(c.CloseWait) * time.Second,
-		quiet:     c.Quiet,
+		noComp:       c.NoComp,
+		closeWait:    time.Duration(c.CloseWait) * time.Second,
+		quiet:        c.Quiet,
+		mismatchWarn: newWarnLimiter(warnEvery),
 	}
 	switch c.Transport {
 	case "", config.TransportKCP:
@@ -59,6 +63,7 @@ func newSettings(c config.Common, log *slog.Logger) (*settings, error) {
 		}
 		s.tr = &kcpTransport{
 			block:       guardCrypt(c.Crypt, block),
+			crypt:       c.Crypt,
 			dataShard:   c.DataShard,
 			parityShard: c.ParityShard,
 			noDelay:     c.NoDelay,
@@ -73,6 +78,7 @@ func newSettings(c config.Common, log *slog.Logger) (*settings, error) {
 			sockBuf:     c.SockBuf,
 			rateLimit:   c.RateLimit,
 			log:         log,
+			cipherWarn:  newWarnLimiter(warnEvery),
 		}
 	case config.TransportTCP:
 		if !crypt.Valid(c.Crypt) {
@@ -143,16 +149,20 @@ func (s *settings) streamLevel() slog.Level {
 	return slog.LevelInfo
 }
 
-// meteredConn counts the bytes read from a transport connection.
+// meteredConn counts the bytes read from a transport connection and keeps
+// the first of them, to explain a session that fails at once (diagnose.go).
 type meteredConn struct {
 	net.Conn
 	read atomic.Uint64
+	head head
 }
 
 func (m *meteredConn) Read(p []byte) (int, error) {
 	n, err := m.Conn.Read(p)
 	if n > 0 {
-		m.read.Add(uint64(n))
+		if off := m.read.Add(uint64(n)) - uint64(n); off < headLen {
+			m.head.record(off, p[:n])
+		}
 	}
 	return n, err
 }

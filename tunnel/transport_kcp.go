@@ -11,6 +11,8 @@ import (
 	"time"
 
 	kcp "github.com/xtaci/kcp-go/v5"
+	"golang.org/x/net/ipv4"
+	"golang.org/x/net/ipv6"
 )
 
 // ErrMTU is returned when kcp-go refuses the configured MTU.
@@ -37,6 +39,10 @@ type kcpTransport struct {
 	sockBuf     int
 	rateLimit   int // bytes per second per session, 0 = unlimited
 	log         *slog.Logger
+	crypt       string // the cipher's name, for warnings
+	// cipherWarn spaces the warnings about packets that fail the cipher,
+	// per source host, across all the listeners of a port range.
+	cipherWarn *warnLimiter
 }
 
 func (t *kcpTransport) name() string { return "kcp" }
@@ -74,26 +80,67 @@ func (t *kcpTransport) dial(ctx context.Context, addr string) (net.Conn, error) 
 }
 
 func (t *kcpTransport) listen(addr string) (net.Listener, error) {
-	l, err := kcp.ListenWithOptions(addr, t.block, t.dataShard, t.parityShard)
+	ua, err := net.ResolveUDPAddr("udp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen udp %s: %w", addr, err)
 	}
+	pc, err := net.ListenUDP("udp", ua)
+	if err != nil {
+		return nil, err // "listen udp ADDR: reason" already
+	}
 	// Server sessions share the listener's socket, so the socket options go
-	// on the listener.
+	// on it.
 	if t.dscp != 0 {
-		if err := l.SetDSCP(t.dscp); err != nil {
+		if err := setDSCP(pc, t.dscp); err != nil {
 			t.log.Warn("cannot set dscp", "listen", addr, "dscp", t.dscp, "err", err)
 		}
 	}
 	if t.sockBuf > 0 {
-		if err := l.SetReadBuffer(t.sockBuf); err != nil {
+		if err := pc.SetReadBuffer(t.sockBuf); err != nil {
 			t.log.Warn("cannot set socket read buffer", "listen", addr, "sockbuf", t.sockBuf, "err", err)
 		}
-		if err := l.SetWriteBuffer(t.sockBuf); err != nil {
+		if err := pc.SetWriteBuffer(t.sockBuf); err != nil {
 			t.log.Warn("cannot set socket write buffer", "listen", addr, "sockbuf", t.sockBuf, "err", err)
 		}
 	}
-	return &kcpListener{l: l, t: t}, nil
+	local := pc.LocalAddr().String()
+	rc := newRecvConn(pc, t.block, func(from net.Addr) { t.badPacket(from, local) })
+	l, err := kcp.ServeConn(t.block, t.dataShard, t.parityShard, rc)
+	if err != nil {
+		pc.Close()
+		return nil, fmt.Errorf("listen udp %s: %w", addr, err)
+	}
+	return &kcpListener{l: l, t: t, conn: rc}, nil
+}
+
+// setDSCP sets the DSCP bits of the packets sent from pc, over IPv4 and
+// IPv6 (a dual-stack socket has both); one of them taking it is enough.
+func setDSCP(pc *net.UDPConn, dscp int) error {
+	err4 := ipv4.NewConn(pc).SetTOS(dscp << 2)
+	err6 := ipv6.NewConn(pc).SetTrafficClass(dscp << 2)
+	if err4 != nil && err6 != nil {
+		return err4
+	}
+	return nil
+}
+
+// badPacket warns about a packet from from that failed the listener's
+// cipher: most likely a client with another --key or --crypt, which gets
+// no answer and no clue. One line per source host per warnEvery.
+func (t *kcpTransport) badPacket(from net.Addr, listen string) {
+	ok, held := t.cipherWarn.allow(hostOf(from.String()), time.Now())
+	if !ok {
+		return
+	}
+	msg := "packets failed the cipher check: the client's --key or --crypt differs from this server's"
+	if t.block == nil {
+		msg = "packets are not KCP: the client's --crypt differs from this server's"
+	}
+	args := []any{"remote", from.String(), "listen", listen, "crypt", t.crypt}
+	if held > 0 {
+		args = append(args, "held_back", held)
+	}
+	t.log.Warn(msg, args...)
 }
 
 // resolveUDP turns host:port into ip:port, honouring ctx.
@@ -142,6 +189,7 @@ func (t *kcpTransport) tune(s *kcp.UDPSession) error {
 type kcpListener struct {
 	l      *kcp.Listener
 	t      *kcpTransport
+	conn   *recvConn // the socket, which kcp-go does not close
 	closed atomic.Bool
 }
 
@@ -179,6 +227,11 @@ func (l *kcpListener) Close() error {
 		return net.ErrClosed
 	}
 	err := l.l.Close()
+	// Given a connection, kcp-go leaves it open; closing it ends kcp-go's
+	// reading goroutine.
+	if cerr := l.conn.Close(); err == nil {
+		err = cerr
+	}
 	const drainMisses = 20
 	for misses := 0; misses < drainMisses; {
 		if s, aerr := l.l.AcceptKCP(); aerr == nil {

@@ -55,7 +55,7 @@ func (t tcpTransport) listen(addr string) (net.Listener, error) {
 	var lc net.ListenConfig
 	l, err := lc.Listen(context.Background(), "tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("listen tcp %s: %w", addr, err)
+		return nil, err // "listen tcp ADDR: reason" already
 	}
 	return tcpListener{l, t}, nil
 }

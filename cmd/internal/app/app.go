@@ -72,9 +72,17 @@ type binary struct {
 	usage    string
 	common   *config.Common
 	opts     []option
-	load     func(path string) error
+	load     func(path string) ([]config.IgnoredKey, error)
 	validate func() error
 	start    func(log *slog.Logger) (daemon, error)
+	warnings []warning // found by configure, logged by run once the logger exists
+}
+
+// warning is a log line about the configuration that has to wait for the
+// logger, which --log sets up after the configuration is read.
+type warning struct {
+	msg  string
+	args []any
 }
 
 func newBinary(kind Kind) *binary {
@@ -85,7 +93,7 @@ func newBinary(kind Kind) *binary {
 		b.usage = "accept smuxtun or kcptun clients and connect their streams to a target"
 		b.common = &cfg.Common
 		b.opts = serverOptions(cfg)
-		b.load = func(path string) error { return config.LoadJSON(path, cfg) }
+		b.load = func(path string) ([]config.IgnoredKey, error) { return config.LoadJSON(path, cfg) }
 		b.validate = cfg.Validate
 		b.start = func(log *slog.Logger) (daemon, error) { return tunnel.NewServer(cfg, log) }
 	default:
@@ -93,7 +101,7 @@ func newBinary(kind Kind) *binary {
 		b.usage = "carry local TCP connections to a smuxtun or kcptun server"
 		b.common = &cfg.Common
 		b.opts = clientOptions(cfg)
-		b.load = func(path string) error { return config.LoadJSON(path, cfg) }
+		b.load = func(path string) ([]config.IgnoredKey, error) { return config.LoadJSON(path, cfg) }
 		b.validate = cfg.Validate
 		b.start = func(log *slog.Logger) (daemon, error) { return tunnel.NewClient(cfg, log) }
 	}
@@ -162,6 +170,10 @@ func newApp(b *binary, version string, stdout, stderr io.Writer) *cli.App {
 			if sh := c.String(flagGenCompletion); sh != "" {
 				return writeCompletion(c.App, sh, stdout)
 			}
+			// kcptun's command line has a help command; its users type it.
+			if c.NArg() == 1 && (c.Args().First() == "help" || c.Args().First() == "h") {
+				return cli.ShowAppHelp(c)
+			}
 			if c.NArg() > 0 {
 				return usagef("unexpected argument %q: %s takes flags only (see --help)", c.Args().First(), name)
 			}
@@ -175,14 +187,25 @@ func newApp(b *binary, version string, stdout, stderr io.Writer) *cli.App {
 
 // configure layers the settings: defaults, then the -c file, then flags
 // given on the command line; the key falls back to the environment. It
-// returns a usageError naming the flag or key at fault.
+// returns a usageError naming the flag or key at fault, and keeps in
+// b.warnings what the file holds that this binary ignores.
 func (b *binary) configure(c *cli.Context) error {
 	file := c.String("config")
+	defaultPprofAddr := b.common.PprofAddr
 	if file != "" {
-		if err := b.load(file); err != nil {
+		ignored, err := b.load(file)
+		if err != nil {
 			return usageError{err}
 		}
+		side := strings.TrimPrefix(b.kind.Name(), "smuxtun-")
+		for _, k := range ignored {
+			b.warnings = append(b.warnings, warning{
+				msg:  fmt.Sprintf("config file: key is a %s setting; the %s ignores it", k.Owner, side),
+				args: []any{"file", file, "key", k.Key},
+			})
+		}
 	}
+	filePprofAddr := b.common.PprofAddr != defaultPprofAddr
 	for _, o := range b.opts {
 		o.apply(c)
 	}
@@ -191,6 +214,19 @@ func (b *binary) configure(c *cli.Context) error {
 	}
 	if err := b.validate(); err != nil {
 		return usageError{b.explain(c, err, file)}
+	}
+	// An address without the switch serves nothing: on the command line that
+	// is a mistake; in a file it may be kept for the next debugging session.
+	if !b.common.Pprof {
+		if c.IsSet("pprofaddr") {
+			return usagef("--pprofaddr %s has no effect without --pprof (add --pprof to serve the profiler there)", b.common.PprofAddr)
+		}
+		if filePprofAddr {
+			b.warnings = append(b.warnings, warning{
+				msg:  "config file: key has no effect while pprof is off; nothing is served",
+				args: []any{"file", file, "key", "pprofaddr", "value", b.common.PprofAddr},
+			})
+		}
 	}
 	return nil
 }

@@ -48,6 +48,15 @@ func run(parent context.Context, b *binary, version string, stderr io.Writer) er
 	ctx, stop := signal.NotifyContext(parent, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
+	// The first line says what starts and with which settings; whatever
+	// follows (warnings, listeners, errors) reads in that light.
+	log.Info("starting", "program", b.kind.Name(), "version", version, "crypt", cfg.Crypt, "mode", cfg.Mode,
+		"transport", cfg.Transport, "mtu", cfg.MTU, "sndwnd", cfg.SndWnd, "rcvwnd", cfg.RcvWnd,
+		"datashard", cfg.DataShard, "parityshard", cfg.ParityShard, "smuxver", cfg.SmuxVer, "nocomp", cfg.NoComp)
+	for _, w := range b.warnings {
+		log.Warn(w.msg, w.args...)
+	}
+
 	if cfg.Pprof {
 		stopPprof, err := servePprof(cfg.PprofAddr, log)
 		if err != nil {
@@ -55,16 +64,25 @@ func run(parent context.Context, b *binary, version string, stderr io.Writer) er
 		}
 		defer stopPprof()
 	}
+	if cfg.Metrics != "" {
+		stopMetrics, err := serveMetrics(cfg.Metrics, b.kind, version, log)
+		if err != nil {
+			return err
+		}
+		defer stopMetrics()
+	}
 
 	d, err := b.start(log)
 	if err != nil {
+		if cfg.Log != "" {
+			// stderr gets the error too; the log file must not end at
+			// "starting" as if all were well.
+			log.Error("cannot start", "err", err)
+		}
 		return err
 	}
-	log.Info("starting", "program", b.kind.Name(), "version", version, "crypt", cfg.Crypt, "mode", cfg.Mode,
-		"transport", cfg.Transport, "mtu", cfg.MTU, "sndwnd", cfg.SndWnd, "rcvwnd", cfg.RcvWnd,
-		"datashard", cfg.DataShard, "parityshard", cfg.ParityShard, "smuxver", cfg.SmuxVer, "nocomp", cfg.NoComp)
 
-	stopDump := dumpOnSignal(logOut, log)
+	stopDump := dumpOnSignal(log)
 	defer stopDump()
 
 	done := make(chan struct{})

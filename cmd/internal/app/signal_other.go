@@ -2,10 +2,7 @@
 
 package app
 
-import (
-	"io"
-	"log/slog"
-)
+import "log/slog"
 
 // dumpOnSignal does nothing where SIGUSR1 does not exist.
-func dumpOnSignal(io.Writer, *slog.Logger) (stop func()) { return func() {} }
+func dumpOnSignal(*slog.Logger) (stop func()) { return func() {} }

@@ -3,7 +3,6 @@
 package app
 
 import (
-	"io"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -12,9 +11,9 @@ import (
 	"github.com/smuxtun/smuxtun/tunnel"
 )
 
-// dumpOnSignal writes the counters to w on every SIGUSR1 until the returned
-// function is called.
-func dumpOnSignal(w io.Writer, log *slog.Logger) (stop func()) {
+// dumpOnSignal logs the counters, one record at Info, on every SIGUSR1 until
+// the returned function is called.
+func dumpOnSignal(log *slog.Logger) (stop func()) {
 	ch := make(chan os.Signal, 1)
 	signal.Notify(ch, syscall.SIGUSR1)
 	quit := make(chan struct{})
@@ -26,10 +25,7 @@ func dumpOnSignal(w io.Writer, log *slog.Logger) (stop func()) {
 			case <-quit:
 				return
 			case <-ch:
-				log.Info("statistics (SIGUSR1)")
-				if err := tunnel.DumpStats(w); err != nil {
-					log.Warn("cannot write statistics", "err", err)
-				}
+				tunnel.DumpStats(log)
 			}
 		}
 	}()
