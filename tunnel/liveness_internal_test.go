@@ -36,6 +36,16 @@ func TestIdlePingSchedule(t *testing.T) {
 	if _, err := sm.AcceptStream(); err != nil {
 		t.Fatal(err)
 	}
+	// Let the frames of the stream's opening (window updates) arrive, so
+	// that only the pings' answers arrive from here on.
+	for quiet := 0; quiet < 5; {
+		time.Sleep(20 * time.Millisecond)
+		if cm.TakeDataSeen() {
+			quiet = 0
+		} else {
+			quiet++
+		}
+	}
 	l := newLiveness(cm, meter, a)
 	t0 := time.Now()
 	at := func(s float64) time.Time { return t0.Add(time.Duration(s * float64(time.Second))) }

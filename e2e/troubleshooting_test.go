@@ -1,0 +1,51 @@
+package e2e
+
+import (
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+// TestTroubleshootingCoversEveryWarning: every warning or error the tunnel
+// and the command line can log is explained in docs/TROUBLESHOOTING.md, so a
+// user who finds a line in the log finds it there too.
+func TestTroubleshootingCoversEveryWarning(t *testing.T) {
+	doc, err := os.ReadFile(filepath.Join(repoRoot, "docs", "TROUBLESHOOTING.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	re := regexp.MustCompile(`\.(Warn|Error)\("([^"]+)"`)
+	seen := 0
+	for _, dir := range []string{"tunnel", "cmd/internal/app", "config"} {
+		files, err := filepath.Glob(filepath.Join(repoRoot, dir, "*.go"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range files {
+			if strings.HasSuffix(f, "_test.go") {
+				continue
+			}
+			src, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, m := range re.FindAllStringSubmatch(string(src), -1) {
+				seen++
+				if !strings.Contains(string(doc), m[2]) {
+					t.Errorf("%s logs %q, which docs/TROUBLESHOOTING.md does not explain", filepath.Base(f), m[2])
+				}
+			}
+		}
+	}
+	if seen < 20 {
+		t.Fatalf("found only %d log messages in the sources; the pattern no longer matches how the code logs", seen)
+	}
+	// Messages put together at run time: the settings they name.
+	for _, want := range []string{"--nocomp differs", "--smuxver differs", "--key or --crypt", "server does not answer"} {
+		if !strings.Contains(string(doc), want) {
+			t.Errorf("docs/TROUBLESHOOTING.md does not mention %q", want)
+		}
+	}
+}
