@@ -220,7 +220,7 @@ var (
 // unheardHint tells the operator what to check when a server never
 // acknowledges anything.
 const unheardHint = "check that smuxtun-server (or kcptun's server) runs there, that its UDP port is reachable " +
-	"from here, and that --key, --crypt, --datashard and --parityshard match the server's"
+	"from here, and that --key and --crypt match the server's"
 
 // reportGone logs, at most once a minute per server address, that a session
 // was closed because its peer is gone.

@@ -2,7 +2,9 @@ package tunnel
 
 import (
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -292,4 +294,62 @@ func TestMismatchFromKcptunClient(t *testing.T) {
 			t.Log(line)
 		})
 	}
+}
+
+// TestServerLogsFailuresAtWarn: a session or stream that fails is logged at
+// Warn with its session id and the peer's address; a session the peer
+// closed stays at Info.
+func TestServerLogsFailuresAtWarn(t *testing.T) {
+	// A target that resets every connection once it has read something.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	serveConns(t, l, func(c net.Conn) {
+		c.Read(make([]byte, 1))
+		c.(*net.TCPConn).SetLinger(0)
+	})
+	plain := func(cc *config.Common) { cc.Crypt = "null" }
+	srv, srvLog := runServerLogged(t, pairOpts{transport: config.TransportTCP, nocomp: true, target: l.Addr().String(), tweak: plain})
+	addr := srv.Addrs()[0].String()
+
+	t.Run("clean", func(t *testing.T) {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Write(frame(2, 3, 0, nil))
+		// Read the server's hello first: closing with unread bytes resets.
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.ReadFull(c, make([]byte, 8)); err != nil {
+			t.Fatal(err)
+		}
+		local := c.LocalAddr().String()
+		c.Close()
+		line := waitLogWithin(t, 5*time.Second, "server", srvLog, `msg="session closed"`, "remote="+local)
+		if !strings.Contains(line, "level=INFO") || !strings.Contains(line, "session=") {
+			t.Errorf("a session the client closed: %s", line)
+		}
+	})
+	t.Run("protocol-error", func(t *testing.T) {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.Write(frame(2, 9, 0, nil)) // no such command
+		waitLogWithin(t, 5*time.Second, "server", srvLog, "level=WARN", `msg="session closed"`, "session=", "remote="+c.LocalAddr().String(), "invalid protocol")
+	})
+	t.Run("stream-reset-by-target", func(t *testing.T) {
+		cli, _ := runClient(t, pairOpts{transport: config.TransportTCP, nocomp: true, remote: addr, tweak: plain})
+		c, err := net.Dial("tcp", cli.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.Write([]byte("hello"))
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		c.Read(make([]byte, 1))
+		waitLogWithin(t, 5*time.Second, "server", srvLog, "level=WARN", `msg="stream closed"`, "session=", "remote=127.0.0.1:", "reset")
+	})
 }

@@ -220,7 +220,9 @@ func (s *Server) sessionEnded(id uint64, remote string, meter *meteredConn, err 
 		return
 	}
 	lvl := slog.LevelWarn
-	if cleanEnd(err) {
+	// A client that stopped answering was reported at Warn already
+	// (watchClient).
+	if cleanEnd(err) || errors.Is(err, errStoppedAnswering) {
 		lvl = slog.LevelInfo
 	}
 	s.log.Log(context.Background(), lvl, "session closed", "session", id, "remote", remote, "err", err)
