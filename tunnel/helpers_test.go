@@ -129,6 +129,16 @@ type pairOpts struct {
 	local     string // client local address, default 127.0.0.1:0
 	conn      int
 	tweak     func(*config.Common)
+	// srvLog and cliLog, if set, keep the server's and the client's logs.
+	srvLog, cliLog *syncBuffer
+}
+
+// loggerTo logs into b, or as testLogger does if b is nil.
+func loggerTo(b *syncBuffer) *slog.Logger {
+	if b == nil {
+		return testLogger()
+	}
+	return slog.New(slog.NewTextHandler(b, nil))
 }
 
 func baseCommon(o pairOpts, c *config.Common) {
@@ -160,7 +170,7 @@ func runServer(t testing.TB, o pairOpts) (*Server, func()) {
 		cfg.Listen = "127.0.0.1:0"
 	}
 	cfg.Target = o.target
-	srv, err := NewServer(cfg, testLogger())
+	srv, err := NewServer(cfg, loggerTo(o.srvLog))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -179,7 +189,7 @@ func runClient(t testing.TB, o pairOpts) (*Client, func()) {
 	if o.conn > 0 {
 		cfg.Conn = o.conn
 	}
-	cli, err := NewClient(cfg, testLogger())
+	cli, err := NewClient(cfg, loggerTo(o.cliLog))
 	if err != nil {
 		t.Fatal(err)
 	}

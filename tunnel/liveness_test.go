@@ -2,7 +2,6 @@ package tunnel
 
 import (
 	"io"
-	"log/slog"
 	"net"
 	"strings"
 	"testing"
@@ -46,33 +45,6 @@ func askSlow(local string, timeout time.Duration) (string, error) {
 	return string(b), err
 }
 
-func newLoggedServer(t *testing.T, o pairOpts, log *syncBuffer) *Server {
-	t.Helper()
-	cfg := config.DefaultServer()
-	baseCommon(o, &cfg.Common)
-	cfg.Listen = "127.0.0.1:0"
-	cfg.Target = o.target
-	srv, err := NewServer(cfg, slog.New(slog.NewTextHandler(log, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	serveInBackground(t, srv.Serve)
-	return srv
-}
-
-func newLoggedClient(t *testing.T, o pairOpts, log *syncBuffer) (*Client, func()) {
-	t.Helper()
-	cfg := config.DefaultClient()
-	baseCommon(o, &cfg.Common)
-	cfg.LocalAddr = "127.0.0.1:0"
-	cfg.RemoteAddr = o.remote
-	cli, err := NewClient(cfg, slog.New(slog.NewTextHandler(log, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cli, serveInBackground(t, cli.Serve)
-}
-
 // TestSlowTargetIsNotMistakenForADeadServer: a target that thinks for 6 s
 // before answering (longer than the liveness deadline) is answered in full,
 // through a smuxtun server (which answers pings meanwhile) and through a
@@ -86,9 +58,10 @@ func TestSlowTargetIsNotMistakenForADeadServer(t *testing.T) {
 			leakChecked(t, func(t *testing.T) {
 				target := startSlowTarget(t, delay)
 				var srvLog, cliLog syncBuffer
-				o := pairOpts{target: target}
+				o := pairOpts{target: target, srvLog: &srvLog, cliLog: &cliLog}
 				if peer == "smuxtun" {
-					o.remote = newLoggedServer(t, o, &srvLog).Addrs()[0].String()
+					srv, _ := runServer(t, o)
+					o.remote = srv.Addrs()[0].String()
 				} else {
 					o.tweak = func(c *config.Common) {
 						c.Mode, c.Crypt, c.DataShard, c.ParityShard = "fast", "aes", refDataShard, refParityShard
@@ -96,7 +69,7 @@ func TestSlowTargetIsNotMistakenForADeadServer(t *testing.T) {
 					}
 					o.remote = startRefServer(t, "aes", false, 2, target)
 				}
-				cli, _ := newLoggedClient(t, o, &cliLog)
+				cli, _ := runClient(t, o)
 				const n = 4
 				errs := make(chan error, n)
 				for range n {
@@ -129,11 +102,11 @@ func TestSlowTargetIsNotMistakenForADeadServer(t *testing.T) {
 // once, however many connections try.
 func TestWrongKeyClosesConnectionsAndSaysWhy(t *testing.T) {
 	leakChecked(t, func(t *testing.T) {
-		var srvLog, cliLog syncBuffer
 		o := pairOpts{target: startEcho(t, "tcp", "127.0.0.1:0")}
-		o.remote = newLoggedServer(t, o, &srvLog).Addrs()[0].String()
+		srv, _ := runServerLogged(t, o)
+		o.remote = srv.Addrs()[0].String()
 		o.tweak = func(c *config.Common) { c.Key = "not the server's key" }
-		cli, _ := newLoggedClient(t, o, &cliLog)
+		cli, cliLog := runClientLogged(t, o)
 		for i := range 5 {
 			start := time.Now()
 			_, err := askSlow(cli.Addr().String(), 20*time.Second)
@@ -178,10 +151,11 @@ func TestGoneClientReleasesTargets(t *testing.T) {
 			io.Copy(io.Discard, c) // ends when the server closes its side
 			closed <- time.Now()
 		})
-		var srvLog, cliLog syncBuffer
-		o := pairOpts{target: l.Addr().String()}
-		o.remote = newLoggedServer(t, o, &srvLog).Addrs()[0].String()
-		cli, stopClient := newLoggedClient(t, o, &cliLog)
+		var srvLog syncBuffer
+		o := pairOpts{target: l.Addr().String(), srvLog: &srvLog}
+		srv, _ := runServer(t, o)
+		o.remote = srv.Addrs()[0].String()
+		cli, stopClient := runClient(t, o)
 		const n = 3
 		for range n {
 			c, err := net.Dial("tcp", cli.Addr().String())

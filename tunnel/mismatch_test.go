@@ -3,7 +3,6 @@ package tunnel
 import (
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"strings"
 	"sync"
@@ -19,36 +18,17 @@ const mismatchWithin = 5 * time.Second
 // runServerLogged is runServer with the server's log kept in a buffer.
 func runServerLogged(t testing.TB, o pairOpts) (*Server, *syncBuffer) {
 	t.Helper()
-	var logs syncBuffer
-	cfg := config.DefaultServer()
-	baseCommon(o, &cfg.Common)
-	cfg.Listen = o.listen
-	if cfg.Listen == "" {
-		cfg.Listen = "127.0.0.1:0"
-	}
-	cfg.Target = o.target
-	srv, err := NewServer(cfg, slog.New(slog.NewTextHandler(&logs, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	serveInBackground(t, srv.Serve)
-	return srv, &logs
+	o.srvLog = new(syncBuffer)
+	srv, _ := runServer(t, o)
+	return srv, o.srvLog
 }
 
 // runClientLogged is runClient with the client's log kept in a buffer.
 func runClientLogged(t testing.TB, o pairOpts) (*Client, *syncBuffer) {
 	t.Helper()
-	var logs syncBuffer
-	cfg := config.DefaultClient()
-	baseCommon(o, &cfg.Common)
-	cfg.LocalAddr = "127.0.0.1:0"
-	cfg.RemoteAddr = o.remote
-	cli, err := NewClient(cfg, slog.New(slog.NewTextHandler(&logs, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	serveInBackground(t, cli.Serve)
-	return cli, &logs
+	o.cliLog = new(syncBuffer)
+	cli, _ := runClient(t, o)
+	return cli, o.cliLog
 }
 
 // logLines returns the lines of b that contain every one of subs.
