@@ -1,7 +1,7 @@
 package tunnel
 
 import (
-	"fmt"
+	"errors"
 	"log/slog"
 	"math"
 	"strconv"
@@ -35,6 +35,9 @@ const (
 	// deadAfter is how long an expected answer may be missing before the
 	// peer counts as gone.
 	deadAfter = 2500 * time.Millisecond
+	// deadMax bounds how far a slow path's retransmission timeout may push
+	// the verdict back.
+	deadMax = 10 * time.Second
 	// firstPingGap is how long data may stop flowing on a session with open
 	// streams before a smuxtun peer is pinged; the gap doubles while the
 	// session stays idle, up to maxPingGap.
@@ -157,6 +160,18 @@ func (l *liveness) holdAfter() time.Duration {
 	return min(max(d, holdMin), holdMax)
 }
 
+// deadline is how long an expected answer may be missing: deadAfter, or
+// four retransmission timeouts on a path slow enough to need more (up to
+// deadMax), so that a ping queued behind a lossy, slow link is not taken
+// for silence.
+func (l *liveness) deadline() time.Duration {
+	if l.kcp == nil {
+		return deadAfter
+	}
+	d := 4 * time.Duration(l.kcp.GetRTO()) * time.Millisecond
+	return min(max(d, deadAfter), deadMax)
+}
+
 // suspectNow marks the session unusable at its next check.
 func (l *liveness) suspectNow() {
 	l.mu.Lock()
@@ -192,7 +207,7 @@ func (l *liveness) check(now time.Time, retire time.Duration) verdict {
 		l.m.Ping()
 	}
 	switch {
-	case w < deadAfter:
+	case w < l.deadline():
 		return verdictAlive
 	case !l.acked():
 		return verdictUnheard
@@ -213,8 +228,8 @@ func errPeerGone(why endReason) error {
 }
 
 var (
-	errStoppedAnswering = fmt.Errorf("the peer stopped answering for %v (restarted, or the path is down)", deadAfter)
-	errUnheard          = fmt.Errorf("the server acknowledged nothing for %v", deadAfter)
+	errStoppedAnswering = errors.New("the peer stopped answering (restarted, or the path is down)")
+	errUnheard          = errors.New("the server acknowledged nothing")
 )
 
 // unheardHint tells the operator what to check when a server never
@@ -235,10 +250,10 @@ func (c *Client) reportGone(cs *clientSession, why endReason, streams int) {
 		args = append(args, "similar_since_last", held)
 	}
 	if why == endUnheard {
-		c.log.Warn("server does not answer", append(args, "silent_for", deadAfter, "hint", unheardHint)...)
+		c.log.Warn("server does not answer", append(args, "silent_for", cs.deadline(), "hint", unheardHint)...)
 		return
 	}
-	c.log.Warn("server stopped answering, closing the session", append(args, "silent_for", deadAfter,
+	c.log.Warn("server stopped answering, closing the session", append(args, "silent_for", cs.deadline(),
 		"hint", "the server restarted or the path is down; new connections go to a new session")...)
 }
 
@@ -261,7 +276,7 @@ func watchClient(l *liveness, log *slog.Logger, sid uint64, remote string) {
 				n := l.m.NumStreams()
 				l.m.CloseWithError(errStoppedAnswering)
 				log.Warn("client stopped answering, closing the session", "session", sid, "remote", remote,
-					"streams_cut", n, "silent_for", deadAfter)
+					"streams_cut", n, "silent_for", l.deadline())
 				return
 			}
 		}
