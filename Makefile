@@ -4,6 +4,8 @@
 #   make test      go vet, then every test with the race detector
 #   make demo      the whole tunnel on loopback, with a verified transfer
 #   make bench     the mux and tunnel benchmarks (5 runs each, for benchstat)
+#   make bench-wan smuxtun against the kcptun-style reference stack on four
+#                  emulated internet paths (~11 min; BENCH_WAN_REPS, BENCH_WAN_BIGWIN)
 #   make fuzz      every Fuzz target for FUZZTIME each
 #   make lint      gofmt, go vet, the Dockerfile and the systemd units
 #   make release   static binaries for every platform in dist/, with SHA256SUMS,
@@ -31,7 +33,7 @@ PLATFORMS := linux/amd64 linux/arm64 linux/arm linux/mipsle \
 GOARM  ?= 7
 GOMIPS ?= softfloat
 
-.PHONY: all build test demo bench fuzz lint release man completion systemd-check clean
+.PHONY: all build test demo bench bench-wan fuzz lint release man completion systemd-check clean
 
 all: build
 
@@ -53,6 +55,14 @@ demo: build
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -count 5 ./mux/ ./tunnel/
+
+# Both stacks run as processes at their default flags, each through its own
+# internal/netem relay; results go to bench-wan/ (CSV, PNG) and stdout (Markdown).
+# refkcptun is benchmark tooling and is never part of the smuxtun binaries.
+bench-wan: build
+	$(GO) build -o $(BIN)/refkcptun ./internal/refstack/cmd/refkcptun
+	$(GO) build -o $(BIN)/benchwan ./internal/netem/cmd/benchwan
+	$(BIN)/benchwan -bin $(BIN) -out bench-wan
 
 # Runs each Fuzz target found in the tree, one at a time, for FUZZTIME.
 fuzz:
@@ -118,4 +128,4 @@ systemd-check:
 	scripts/systemd-boot-check.sh
 
 clean:
-	rm -rf $(BIN) $(DIST) man completion
+	rm -rf $(BIN) $(DIST) man completion bench-wan

@@ -1,0 +1,268 @@
+// Package refstack is a kcptun-style tunnel built for benchmarks only: kcp-go,
+// github.com/xtaci/smux and snappy framing put together the way kcptun puts
+// them together, at kcptun's defaults, without any of this module's own
+// packages. It must never be imported by the smuxtun binaries.
+package refstack
+
+import (
+	"crypto/pbkdf2"
+	"crypto/sha1"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/golang/snappy"
+	kcp "github.com/xtaci/kcp-go/v5"
+	"github.com/xtaci/smux"
+)
+
+// Options are kcptun's tuning flags that the reference stack honours.
+type Options struct {
+	Key         string
+	Crypt       string // aes, aes-128, aes-192, salsa20, none, null
+	Mode        string // normal, fast, fast2, fast3
+	SndWnd      int
+	RcvWnd      int
+	MTU         int
+	DataShard   int
+	ParityShard int
+	SockBuf     int
+	NoComp      bool
+	SmuxVer     int
+	SmuxBuf     int
+	StreamBuf   int
+	FrameSize   int
+	KeepAlive   time.Duration
+}
+
+// Defaults returns kcptun's defaults for the client (server=false) or the
+// server; only the window sizes differ.
+func Defaults(server bool) Options {
+	o := Options{
+		Crypt: "aes", Mode: "fast", SndWnd: 128, RcvWnd: 512, MTU: 1350,
+		DataShard: 10, ParityShard: 3, SockBuf: 4 << 20, SmuxVer: 2,
+		SmuxBuf: 4 << 20, StreamBuf: 2 << 20, FrameSize: 8192, KeepAlive: 10 * time.Second,
+	}
+	if server {
+		o.SndWnd, o.RcvWnd = 1024, 1024
+	}
+	return o
+}
+
+// block derives the 32-byte key as kcptun does and builds the packet cipher.
+func (o Options) block() (kcp.BlockCrypt, error) {
+	key, err := pbkdf2.Key(sha1.New, o.Key, []byte("kcp-go"), 4096, 32)
+	if err != nil {
+		return nil, err
+	}
+	switch o.Crypt {
+	case "aes":
+		return kcp.NewAESBlockCrypt(key)
+	case "aes-128":
+		return kcp.NewAESBlockCrypt(key[:16])
+	case "aes-192":
+		return kcp.NewAESBlockCrypt(key[:24])
+	case "salsa20":
+		return kcp.NewSalsa20BlockCrypt(key)
+	case "none":
+		return kcp.NewNoneBlockCrypt(key)
+	case "null":
+		return nil, nil
+	}
+	return nil, fmt.Errorf("refstack: unsupported crypt %q", o.Crypt)
+}
+
+// nodelay returns kcptun's (nodelay, interval, resend, nc) for a mode.
+func (o Options) nodelay() ([4]int, error) {
+	switch o.Mode {
+	case "normal":
+		return [4]int{0, 40, 2, 1}, nil
+	case "fast":
+		return [4]int{0, 30, 2, 1}, nil
+	case "fast2":
+		return [4]int{1, 20, 2, 1}, nil
+	case "fast3":
+		return [4]int{1, 10, 2, 1}, nil
+	}
+	return [4]int{}, fmt.Errorf("refstack: unsupported mode %q", o.Mode)
+}
+
+func (o Options) tune(s *kcp.UDPSession) {
+	nd, _ := o.nodelay()
+	s.SetStreamMode(true)
+	s.SetWriteDelay(false)
+	s.SetNoDelay(nd[0], nd[1], nd[2], nd[3])
+	s.SetMtu(o.MTU)
+	s.SetWindowSize(o.SndWnd, o.RcvWnd)
+	s.SetACKNoDelay(false)
+}
+
+func (o Options) smux() *smux.Config {
+	c := smux.DefaultConfig()
+	c.Version = o.SmuxVer
+	c.MaxReceiveBuffer = o.SmuxBuf
+	c.MaxStreamBuffer = o.StreamBuf
+	c.MaxFrameSize = o.FrameSize
+	c.KeepAliveInterval = o.KeepAlive
+	return c
+}
+
+func (o Options) check() (kcp.BlockCrypt, error) {
+	if _, err := o.nodelay(); err != nil {
+		return nil, err
+	}
+	b, err := o.block()
+	if err != nil {
+		return nil, err
+	}
+	if err := smux.VerifyConfig(o.smux()); err != nil {
+		return nil, fmt.Errorf("refstack: %w", err)
+	}
+	return b, nil
+}
+
+// compStream is kcptun's compression wrapper: snappy framing, flushed after
+// every write.
+type compStream struct {
+	conn net.Conn
+	w    *snappy.Writer
+	r    *snappy.Reader
+}
+
+func (c *compStream) Read(p []byte) (int, error) { return c.r.Read(p) }
+func (c *compStream) Write(p []byte) (int, error) {
+	if _, err := c.w.Write(p); err != nil {
+		return 0, err
+	}
+	if err := c.w.Flush(); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+func (c *compStream) Close() error { return c.conn.Close() }
+
+func (o Options) wrap(c *kcp.UDPSession) io.ReadWriteCloser {
+	if o.NoComp {
+		return c
+	}
+	return &compStream{conn: c, w: snappy.NewBufferedWriter(c), r: snappy.NewReader(c)}
+}
+
+// pipe copies both ways; the first direction to end closes both, as kcptun
+// does.
+func pipe(a, b io.ReadWriteCloser) {
+	var once sync.Once
+	shut := func() { once.Do(func() { a.Close(); b.Close() }) }
+	done := make(chan struct{})
+	go func() { io.Copy(a, b); shut(); close(done) }()
+	io.Copy(b, a)
+	shut()
+	<-done
+}
+
+// Client accepts TCP connections on local and carries each as a stream of
+// one KCP session to remote, redialling when the session dies. It returns
+// when the listener fails.
+func Client(local, remote string, o Options) error {
+	block, err := o.check()
+	if err != nil {
+		return err
+	}
+	l, err := net.Listen("tcp", local)
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+	dial := func() (*smux.Session, error) {
+		c, err := kcp.DialWithOptions(remote, block, o.DataShard, o.ParityShard)
+		if err != nil {
+			return nil, fmt.Errorf("dial %s: %w", remote, err)
+		}
+		o.tune(c)
+		c.SetReadBuffer(o.SockBuf)
+		c.SetWriteBuffer(o.SockBuf)
+		s, err := smux.Client(o.wrap(c), o.smux())
+		if err != nil {
+			c.Close()
+			return nil, err
+		}
+		return s, nil
+	}
+	sess, err := dial()
+	if err != nil {
+		return err
+	}
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			return err
+		}
+		if sess.IsClosed() {
+			if sess, err = dial(); err != nil {
+				log.Print(err)
+				c.Close()
+				continue
+			}
+		}
+		st, err := sess.OpenStream()
+		if err != nil {
+			log.Printf("open stream: %v", err)
+			c.Close()
+			continue
+		}
+		go pipe(c, st)
+	}
+}
+
+// Server accepts KCP sessions on listen and connects each of their streams
+// to target. It returns when the listener fails.
+func Server(listen, target string, o Options) error {
+	block, err := o.check()
+	if err != nil {
+		return err
+	}
+	lis, err := kcp.ListenWithOptions(listen, block, o.DataShard, o.ParityShard)
+	if err != nil {
+		return err
+	}
+	defer lis.Close()
+	lis.SetReadBuffer(o.SockBuf)
+	lis.SetWriteBuffer(o.SockBuf)
+	for {
+		c, err := lis.AcceptKCP()
+		if err != nil {
+			return err
+		}
+		o.tune(c)
+		sess, err := smux.Server(o.wrap(c), o.smux())
+		if err != nil {
+			c.Close()
+			continue
+		}
+		go func() {
+			defer sess.Close()
+			for {
+				st, err := sess.AcceptStream()
+				if err != nil {
+					if !errors.Is(err, io.ErrClosedPipe) {
+						log.Printf("session %s: %v", c.RemoteAddr(), err)
+					}
+					return
+				}
+				go func() {
+					tc, err := net.Dial("tcp", target)
+					if err != nil {
+						log.Printf("dial %s: %v", target, err)
+						st.Close()
+						return
+					}
+					pipe(tc, st)
+				}()
+			}
+		}()
+	}
+}
