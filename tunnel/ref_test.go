@@ -11,6 +11,7 @@ import (
 	"crypto/sha1"
 	"crypto/sha256"
 	"fmt"
+	"github.com/smuxtun/smuxtun/internal/refstack"
 	"io"
 	"net"
 	"slices"
@@ -18,7 +19,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/golang/snappy"
 	"github.com/smuxtun/smuxtun/config"
 	"github.com/smuxtun/smuxtun/crypt"
 	kcp "github.com/xtaci/kcp-go/v5"
@@ -113,29 +113,9 @@ func refSmuxConfig(ver int) *smux.Config {
 	return c
 }
 
-// refComp is kcptun's compression wrapper: snappy framing, flushed after
-// every write.
-type refComp struct {
-	conn net.Conn
-	w    *snappy.Writer
-	r    *snappy.Reader
-}
-
-func newRefComp(c net.Conn) *refComp {
-	return &refComp{conn: c, w: snappy.NewBufferedWriter(c), r: snappy.NewReader(c)}
-}
-
-func (c *refComp) Read(p []byte) (int, error) { return c.r.Read(p) }
-func (c *refComp) Write(p []byte) (int, error) {
-	if _, err := c.w.Write(p); err != nil {
-		return 0, err
-	}
-	if err := c.w.Flush(); err != nil {
-		return 0, err
-	}
-	return len(p), nil
-}
-func (c *refComp) Close() error { return c.conn.Close() }
+// newRefComp is kcptun's compression wrapper (snappy framing, flushed after
+// every write), shared with the benchmark's reference process.
+func newRefComp(c net.Conn) *refstack.Comp { return refstack.NewComp(c) }
 
 // startRefServer runs a kcptun-style server forwarding to target.
 func startRefServer(t testing.TB, cipher string, nocomp bool, ver int, target string) string {

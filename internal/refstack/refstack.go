@@ -125,16 +125,21 @@ func (o Options) check() (kcp.BlockCrypt, error) {
 	return b, nil
 }
 
-// compStream is kcptun's compression wrapper: snappy framing, flushed after
-// every write.
-type compStream struct {
-	conn net.Conn
+// Comp is kcptun's compression wrapper: snappy framing over conn, flushed
+// after every write. Tests that assemble kcptun's stack in place use it too.
+type Comp struct {
+	conn io.ReadWriteCloser
 	w    *snappy.Writer
 	r    *snappy.Reader
 }
 
-func (c *compStream) Read(p []byte) (int, error) { return c.r.Read(p) }
-func (c *compStream) Write(p []byte) (int, error) {
+// NewComp wraps conn as kcptun does unless --nocomp.
+func NewComp(conn io.ReadWriteCloser) *Comp {
+	return &Comp{conn: conn, w: snappy.NewBufferedWriter(conn), r: snappy.NewReader(conn)}
+}
+
+func (c *Comp) Read(p []byte) (int, error) { return c.r.Read(p) }
+func (c *Comp) Write(p []byte) (int, error) {
 	if _, err := c.w.Write(p); err != nil {
 		return 0, err
 	}
@@ -143,13 +148,13 @@ func (c *compStream) Write(p []byte) (int, error) {
 	}
 	return len(p), nil
 }
-func (c *compStream) Close() error { return c.conn.Close() }
+func (c *Comp) Close() error { return c.conn.Close() }
 
 func (o Options) wrap(c *kcp.UDPSession) io.ReadWriteCloser {
 	if o.NoComp {
 		return c
 	}
-	return &compStream{conn: c, w: snappy.NewBufferedWriter(c), r: snappy.NewReader(c)}
+	return NewComp(c)
 }
 
 // pipe copies both ways; the first direction to end closes both, as kcptun
