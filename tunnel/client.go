@@ -230,7 +230,7 @@ func (c *Client) handle(ctx context.Context, conn net.Conn) {
 		return // shutting down: not the connection's fault
 	}
 	stats.streamErrors.Add(1)
-	c.log.Warn("cannot open stream", "client", conn.RemoteAddr().String(), "err", lastErr)
+	c.log.Warn("cannot open stream", "client", conn.RemoteAddr().String(), "remote", c.cfg.RemoteAddr, "err", lastErr)
 }
 
 func (c *Client) serveStream(ctx context.Context, cs *clientSession, conn net.Conn, st *mux.Stream) {
