@@ -289,6 +289,9 @@ func TestQueueBound(t *testing.T) {
 		delay = 20 * time.Millisecond
 		bound = 60 * time.Millisecond
 		slack = 10 * time.Millisecond
+		// schedSlack is what one packet's measured delay may add on a
+		// loaded machine beyond the emulator's own bound.
+		schedSlack = 40 * time.Millisecond
 	)
 	p := newPath(t, Config{Up: Link{Rate: rate, Delay: delay, QueueDelay: bound}})
 	var got []arrival
@@ -308,8 +311,16 @@ func TestQueueBound(t *testing.T) {
 	maxAge := slices.Max(ages)
 	t.Logf("one-way delay median %.2f ms, p99 %.2f ms, max %.2f ms (limit %.2f ms); %+v",
 		ms(median(ages)), ms(quantile(ages, 0.99)), ms(maxAge), ms(limit), p.relay.Up())
-	if maxAge > limit {
-		t.Errorf("a packet took %v, more than delay + queue bound + serialization + %v = %v", maxAge, slack, limit)
+	// The emulator's bound holds for the 99th percentile; single packets
+	// may also carry the receiving goroutine's scheduling delay on a loaded
+	// machine (under -race, beside other test binaries), which is not the
+	// emulator's. Without the bound, a sender at three times the rate would
+	// queue up a whole second.
+	if p99 := quantile(ages, 0.99); p99 > limit {
+		t.Errorf("99th percentile delay %v, more than delay + queue bound + serialization + %v = %v", p99, slack, limit)
+	}
+	if maxAge > limit+schedSlack {
+		t.Errorf("a packet took %v, more than %v + %v of scheduling", maxAge, limit, schedSlack)
 	}
 	// A sender at three times the rate keeps the queue full.
 	if m := median(ages); m < delay+bound/2 {
