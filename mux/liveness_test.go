@@ -4,7 +4,6 @@ import (
 	"net"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/smuxtun/smuxtun/internal/nettest"
 	"github.com/smuxtun/smuxtun/mux"
@@ -41,13 +40,13 @@ func TestPingIsAnswered(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		waitUntil(t, "hello from the server", cs.PeerAnswersPing)
+		nettest.Eventually(t, "hello from the server", cs.PeerAnswersPing)
 		for range 20 {
 			before := meter.n.Load()
 			if !cs.Ping() {
 				t.Fatalf("v%d: Ping declined after the hello", ver)
 			}
-			waitUntil(t, "an answer to ping", func() bool { return meter.n.Load() > before })
+			nettest.Eventually(t, "an answer to ping", func() bool { return meter.n.Load() > before })
 		}
 		cs.Close()
 		ss.Close()
@@ -89,16 +88,5 @@ func TestPingNotSentToPlainSmux(t *testing.T) {
 	}
 	if cs.PeerAnswersPing() || cs.Ping() {
 		t.Fatal("a plain smux peer is taken for one that answers pings")
-	}
-}
-
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("no %s within 5 s", what)
-		}
-		time.Sleep(time.Millisecond)
 	}
 }

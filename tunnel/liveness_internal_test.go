@@ -1,6 +1,7 @@
 package tunnel
 
 import (
+	"github.com/smuxtun/smuxtun/internal/nettest"
 	"net"
 	"testing"
 	"time"
@@ -27,7 +28,7 @@ func TestIdlePingSchedule(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer sm.Close()
-	waitUntil(t, "the server's hello", cm.PeerAnswersPing)
+	nettest.Eventually(t, "the server's hello", cm.PeerAnswersPing)
 	st, err := cm.OpenStream()
 	if err != nil {
 		t.Fatal(err)
@@ -61,7 +62,7 @@ func TestIdlePingSchedule(t *testing.T) {
 		l.mu.Unlock()
 		if pinged {
 			pings = append(pings, s)
-			waitUntil(t, "the answer", func() bool { return meter.read.Load() > before })
+			nettest.Eventually(t, "the answer", func() bool { return meter.read.Load() > before })
 		}
 	}
 	want := []float64{1, 3, 7, 15, 23, 31, 39}
@@ -72,16 +73,5 @@ func TestIdlePingSchedule(t *testing.T) {
 		if pings[i] != want[i] {
 			t.Fatalf("pings at %v s, want %v", pings, want)
 		}
-	}
-}
-
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("no %s within 5 s", what)
-		}
-		time.Sleep(time.Millisecond)
 	}
 }

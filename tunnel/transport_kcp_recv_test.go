@@ -8,7 +8,6 @@ import (
 	"net"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -126,9 +125,6 @@ func TestCipherBlameIsExact(t *testing.T) {
 		}
 		tr := set.tr.(*kcpTransport)
 		tr.cipherWarn = newWarnLimiter(0) // log every failed packet
-		// The echo's goroutines end when the listeners close.
-		var wg sync.WaitGroup
-		defer wg.Wait()
 		l1, err := tr.listen("127.0.0.1:0")
 		if err != nil {
 			t.Fatal(err)
@@ -141,22 +137,7 @@ func TestCipherBlameIsExact(t *testing.T) {
 		defer l2.Close()
 
 		// An echo over raw KCP sessions on l1.
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				c, err := l1.Accept()
-				if err != nil {
-					return
-				}
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					defer c.Close()
-					io.Copy(c, c)
-				}()
-			}
-		}()
+		serveConns(t, l1, func(c net.Conn) { io.Copy(c, c) })
 		good, err := tr.dial(context.Background(), l1.Addr().String())
 		if err != nil {
 			t.Fatal(err)

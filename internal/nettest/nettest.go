@@ -5,6 +5,7 @@ package nettest
 import (
 	"net"
 	"testing"
+	"time"
 )
 
 // TCPPair returns both ends of a fresh TCP connection on 127.0.0.1: the
@@ -39,4 +40,17 @@ func TCPPair(tb testing.TB) (dialed, accepted *net.TCPConn) {
 		r.c.Close()
 	})
 	return c.(*net.TCPConn), r.c.(*net.TCPConn)
+}
+
+// Eventually polls cond every millisecond and fails the test if it does not
+// hold within 5 s; what names the awaited event in the failure.
+func Eventually(tb testing.TB, what string, cond func() bool) {
+	tb.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			tb.Fatalf("no %s within 5 s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
