@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -268,7 +269,8 @@ type liveTransfer struct {
 	back   atomic.Int64 // bytes echoed back so far
 	done   chan error   // the echo's result; put back by whoever takes it
 	killed time.Time
-	atKill int64 // bytes echoed back by the kill
+	atKill int64        // bytes echoed back by the kill
+	ended  atomic.Int64 // UnixNano when the echo returned
 }
 
 // startTransfer starts an echo of restartTransferSize and returns once
@@ -285,7 +287,9 @@ func startTransfer(t *testing.T, tun *demo.Tunnel) *liveTransfer {
 	c.SetDeadline(time.Now().Add(60 * time.Second))
 	tr := &liveTransfer{c: c, done: make(chan error, 1)}
 	go func() {
-		tr.done <- demo.Echo(c, restartTransferSize, func(n int64) { tr.back.Store(n) })
+		err := demo.Echo(c, restartTransferSize, func(n int64) { tr.back.Store(n) })
+		tr.ended.Store(time.Now().UnixNano())
+		tr.done <- err
 	}()
 	t.Cleanup(func() {
 		c.Close()
@@ -319,12 +323,15 @@ func (tr *liveTransfer) check(t *testing.T) {
 	t.Helper()
 	err := <-tr.done
 	tr.done <- err // for the cleanup
-	o := connOutcome{opened: tr.killed, took: time.Since(tr.killed), err: err}
+	o := connOutcome{opened: tr.killed, took: time.Unix(0, tr.ended.Load()).Sub(tr.killed), err: err}
 	t.Logf("transfer running at the kill (%d MiB echo, %.1f MiB back by the kill): %s %.2fs after the kill, %.1f MiB back; %s",
 		restartTransferSize>>20, float64(tr.atKill)/(1<<20), o.verdict(), o.took.Seconds(), float64(tr.back.Load())/(1<<20), o.detail())
 	switch {
 	case err == nil:
 		t.Errorf("the %d MiB echo completed although the server was killed in its middle", restartTransferSize>>20)
+	case !errors.Is(err, syscall.ECONNRESET):
+		// A clean end of stream would pass a cut reply off as complete.
+		t.Errorf("the transfer running at the kill ended with %v, want the connection reset", err)
 	case !o.ok():
 		t.Errorf("the transfer running at the kill did not end within %v of it: %s after %.2fs: %s",
 			restartLimit, o.verdict(), o.took.Seconds(), o.detail())

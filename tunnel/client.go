@@ -277,6 +277,11 @@ func (r *resetOnDeath) Close() error {
 }
 
 func (r *resetOnDeath) CloseWrite() error {
+	// The stream reads as ended when its session dies: that is no end of
+	// the reply, so the application must not see one.
+	if r.died() {
+		return r.Close()
+	}
 	if cw, ok := r.Conn.(closeWriter); ok {
 		return cw.CloseWrite()
 	}
@@ -386,7 +391,7 @@ func (c *Client) keep(ctx context.Context, sl *slot) {
 			n := cs.mux.NumStreams()
 			cs.mux.CloseWithError(errPeerGone(why))
 			cs.close()
-			stats.sessionErrors.Add(1)
+			stats.sessionsLost.Add(1)
 			c.reportGone(cs, why, n)
 			if !sleepCtx(ctx, b.next()) {
 				return

@@ -392,8 +392,12 @@ func Echo(c net.Conn, size int64, progress func(int64)) error {
 	pw := &progressWriter{progress: progress}
 	n, rerr := io.CopyBuffer(io.MultiWriter(got, pw), io.LimitReader(c, size), make([]byte, chunkSize))
 	if rerr != nil || n != size {
+		// The socket reports a reset once: to the writer if it was the
+		// first to see it, and the reader then sees a plain EOF. Keep both.
 		c.Close() // unblocks the writer
-		<-werr
+		if serr := <-werr; serr != nil && !errors.Is(serr, net.ErrClosed) {
+			return fmt.Errorf("echo: received %d of %d bytes: %w (send: %w)", n, size, orEOF(rerr), serr)
+		}
 		return fmt.Errorf("echo: received %d of %d bytes: %w", n, size, orEOF(rerr))
 	}
 	if err := <-werr; err != nil {
