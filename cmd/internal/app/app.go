@@ -197,11 +197,17 @@ func (b *binary) configure(c *cli.Context) error {
 		if err != nil {
 			return usageError{err}
 		}
-		side := strings.TrimPrefix(b.kind.Name(), "smuxtun-")
-		for _, k := range ignored {
+		if len(ignored) > 0 {
+			// One line for all of them: every such key belongs to the other
+			// side (a file shared between both ends, as kcptun allows).
+			keys := make([]string, len(ignored))
+			for i, k := range ignored {
+				keys[i] = k.Key
+			}
+			side := strings.TrimPrefix(b.kind.Name(), "smuxtun-")
 			b.warnings = append(b.warnings, warning{
-				msg:  fmt.Sprintf("config file: key is a %s setting; the %s ignores it", k.Owner, side),
-				args: []any{"file", file, "key", k.Key},
+				msg:  fmt.Sprintf("config file: %s settings; the %s ignores them", ignored[0].Owner, side),
+				args: []any{"file", file, "keys", strings.Join(keys, ",")},
 			})
 		}
 	}
