@@ -5,8 +5,11 @@ import (
 	"crypto/rand"
 	"fmt"
 	"net"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -173,6 +176,25 @@ func TestJunkFlood(t *testing.T) {
 		t.Fatalf("%d junk datagrams: %d cipher warnings (want 1), %d lines in all (want at most 3):\n%s", total, warned, len(lines), out)
 	}
 	t.Logf("server wrote, for %d junk datagrams:\n%s", total, out)
+
+	// The datagrams did reach the server's cipher check: its counter says so.
+	if err := tun.Server.Signal(syscall.SIGUSR1); err != nil {
+		t.Fatal(err)
+	}
+	csum := regexp.MustCompile(`msg=statistics .* InCsumErrors=(\d+) `)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if m := csum.FindStringSubmatch(tun.Server.Output()); m != nil {
+			if n, _ := strconv.Atoi(m[1]); n < total*9/10 {
+				t.Fatalf("the server counted %d packets failing the cipher check of %d sent", n, total)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no statistics 5 s after SIGUSR1:\n%s", tun.Server.Describe())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // badClient is a smuxtun-client whose settings differ from the server's.
