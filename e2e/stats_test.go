@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/smuxtun/smuxtun/internal/demo"
+	kcp "github.com/xtaci/kcp-go/v5"
 )
 
 // TestStatistics: after a transfer, SIGUSR1 logs the server's counters as one
@@ -24,6 +25,17 @@ import (
 func TestStatistics(t *testing.T) {
 	const size = 1 << 20
 	dir := t.TempDir()
+	// The day's file already holds what kcptun wrote into it: its header and
+	// a row. smuxtun's rows must go on with the same columns.
+	kcptunHeader := append([]string{"Unix"}, kcp.DefaultSnmp.Header()...)
+	kcptunRow := make([]string, len(kcptunHeader))
+	for i := range kcptunRow {
+		kcptunRow[i] = "7"
+	}
+	prior := strings.Join(kcptunHeader, ",") + "\n" + strings.Join(kcptunRow, ",") + "\n"
+	if err := os.WriteFile(filepath.Join(dir, time.Now().Format("snmp-20060102.csv")), []byte(prior), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	tg := startTarget(t, false)
 	tun := startTunnel(t, demo.Options{
 		Target:     tg.Addr(),
@@ -91,6 +103,13 @@ func TestStatistics(t *testing.T) {
 				t.Fatalf("--snmplog: %v", err)
 			}
 			time.Sleep(200 * time.Millisecond)
+		}
+		path := filepath.Join(dir, time.Now().Format("snmp-20060102.csv"))
+		if b, err := os.ReadFile(path); err != nil || !strings.HasPrefix(string(b), prior) {
+			t.Errorf("the rows kcptun wrote are not at the start of %s any more (%v)", path, err)
+		}
+		if _, err := os.Stat(path + ".1"); err == nil {
+			t.Errorf("rows went to %s.1, beside a file in kcptun's own columns", path)
 		}
 	})
 }
