@@ -33,7 +33,14 @@ func (s *Session) Ping() bool {
 	if !s.peerKnown.Load() || s.closed.Load() {
 		return false
 	}
-	s.queueControl(cmdNOP, pingID, 0, 0)
+	sd := &s.sender
+	sd.mu.Lock()
+	queued := sd.pingQueued
+	sd.pingQueued = true
+	sd.mu.Unlock()
+	if !queued { // one waiting ping asks as well as many
+		s.queueControl(cmdNOP, pingID, 0, 0)
+	}
 	return true
 }
 

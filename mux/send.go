@@ -51,6 +51,7 @@ type sender struct {
 	peerCredit bool // the peer said hello: it never stops reading
 
 	pongQueued bool // an answer to a ping waits in ctrl (liveness.go)
+	pingQueued bool // a ping waits in ctrl (liveness.go)
 
 	batchDL int64 // earliest write deadline among the batch's streams
 	mode    writeMode
@@ -197,7 +198,7 @@ func (sd *sender) buildLocked() ([]byte, bool) {
 		vec = append(vec, ctrl)
 		sd.ctrl = sd.spare
 		sd.spare = nil
-		sd.pongQueued = false
+		sd.pongQueued, sd.pingQueued = false, false
 	}
 	frameSize := sd.sess.config.MaxFrameSize
 	v2 := sd.sess.ver == 2

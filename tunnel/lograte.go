@@ -24,6 +24,9 @@ type warnLimiter struct {
 	// suppressed counts, per key, the warnings held back since the last one
 	// let through, so the next line can say how many were dropped.
 	suppressed map[string]uint64
+	// swept is when full maps were last swept: at most once a second, so
+	// that a flood from many addresses costs no map walk per packet.
+	swept time.Time
 }
 
 func newWarnLimiter(period time.Duration) *warnLimiter {
@@ -39,7 +42,10 @@ func (l *warnLimiter) allow(key string, now time.Time) (ok bool, held uint64) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if _, known := l.last[key]; !known && len(l.last) >= warnLimiterMax {
-		l.expire(now)
+		if now.Sub(l.swept) >= time.Second {
+			l.swept = now
+			l.expire(now)
+		}
 		if len(l.last) >= warnLimiterMax {
 			key = overflowKey
 		}
