@@ -6,6 +6,9 @@
 #   make bench     the mux and tunnel benchmarks (5 runs each, for benchstat)
 #   make bench-wan smuxtun against the kcptun-style reference stack on four
 #                  emulated internet paths (~11 min; BENCH_WAN_REPS, BENCH_WAN_BIGWIN)
+#   make bench-rawtcp  --tcp against the plain UDP tunnel between two network
+#                  namespaces, throughput and CPU per GB (root, iptables; ~2 min;
+#                  RAWTCP_REPS, RAWTCP_MIB)
 #   make fuzz      every Fuzz target for FUZZTIME each
 #   make lint      gofmt, go vet, the Dockerfile and the systemd units
 #   make release   static binaries for every platform in dist/, with SHA256SUMS,
@@ -33,7 +36,7 @@ PLATFORMS := linux/amd64 linux/arm64 linux/arm linux/mipsle \
 GOARM  ?= 7
 GOMIPS ?= softfloat
 
-.PHONY: all build test demo bench bench-wan fuzz lint release man completion systemd-check clean
+.PHONY: all build test demo bench bench-wan bench-rawtcp fuzz lint release man completion systemd-check clean
 
 all: build
 
@@ -63,6 +66,14 @@ bench-wan: build
 	$(GO) build -o $(BIN)/refkcptun ./internal/refstack/cmd/refkcptun
 	$(GO) build -o $(BIN)/benchwan ./internal/netem/cmd/benchwan
 	$(BIN)/benchwan -bin $(BIN) -out bench-wan
+
+# kcptun's --tcp beside UDP: the same download through both binaries between
+# two network namespaces the test creates, RAWTCP_REPS times each, interleaved.
+RAWTCP_REPS ?= 5
+RAWTCP_MIB  ?= 256
+bench-rawtcp:
+	SMUXTUN_BENCH_RAWTCP=1 RAWTCP_REPS=$(RAWTCP_REPS) RAWTCP_MIB=$(RAWTCP_MIB) \
+		$(GO) test -count=1 -timeout 30m -run '^TestRawTCPCost$$' -v ./e2e/
 
 # Runs each Fuzz target found in the tree, one at a time, for FUZZTIME.
 fuzz:

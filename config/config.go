@@ -8,14 +8,22 @@
 package config
 
 // Common holds the settings both ends share. Key, Crypt, NoComp, SmuxVer,
-// DataShard and ParityShard must match on the client and the server.
+// DataShard, ParityShard, QPP and QPPCount must match on the client and the
+// server.
 type Common struct {
-	Key          string `json:"key"`
-	Crypt        string `json:"crypt"`
-	Mode         string `json:"mode"`
-	MTU          int    `json:"mtu"`
-	SndWnd       int    `json:"sndwnd"`
-	RcvWnd       int    `json:"rcvwnd"`
+	Key    string `json:"key"`
+	Crypt  string `json:"crypt"`
+	Mode   string `json:"mode"`
+	MTU    int    `json:"mtu"`
+	SndWnd int    `json:"sndwnd"`
+	RcvWnd int    `json:"rcvwnd"`
+	// NoPacing (smuxtun) sends as kcptun does: fixed windows, no pacing.
+	NoPacing bool `json:"nopacing"`
+	// SndWndSet and RcvWndSet record that the window came from a flag or
+	// the file rather than the defaults: a window the user set caps the
+	// automatic one.
+	SndWndSet    bool   `json:"-"`
+	RcvWndSet    bool   `json:"-"`
 	DataShard    int    `json:"datashard"`
 	ParityShard  int    `json:"parityshard"`
 	DSCP         int    `json:"dscp"`
@@ -38,13 +46,13 @@ type Common struct {
 	SnmpPeriod   int    `json:"snmpperiod"` // seconds
 	Log          string `json:"log"`
 	Quiet        bool   `json:"quiet"`
-	TCP          bool   `json:"tcp"`       // kcptun's raw-socket TCP emulation: not supported yet
+	TCP          bool   `json:"tcp"`       // kcptun's --tcp: KCP inside raw TCP packets (Linux, needs CAP_NET_RAW)
 	Transport    string `json:"transport"` // smuxtun: "kcp" or "tcp"
 	Pprof        bool   `json:"pprof"`
 	PprofAddr    string `json:"pprofaddr"` // smuxtun: loopback host:port for --pprof
 	Metrics      string `json:"metrics"`   // smuxtun: where to serve Prometheus metrics, "" = off (see MetricsListenAddr)
-	QPP          bool   `json:"qpp"`       // kcptun's Quantum Permutation Pads: not supported yet
-	QPPCount     int    `json:"qpp-count"`
+	QPP          bool   `json:"qpp"`       // kcptun's Quantum Permutation Pads on every stream (qpp.go)
+	QPPCount     int    `json:"qpp-count"` // pads, must match the peer
 }
 
 // Client holds the settings of smuxtun-client.

@@ -170,8 +170,16 @@ var commonCases = []fieldCase{
 	{"manual mode", func(c *Common) { c.Mode = "manual" }, "", ""},
 	{"unknown transport", func(c *Common) { c.Transport = "udp" }, "transport", "kcp, tcp"},
 	{"tcp transport", func(c *Common) { c.Transport = "tcp" }, "", ""},
-	{"raw tcp", func(c *Common) { c.TCP = true }, "tcp", "not supported yet"},
-	{"qpp", func(c *Common) { c.QPP = true }, "qpp", "not supported yet"},
+	{"raw tcp", func(c *Common) { c.TCP = true }, "", ""},
+	{"raw tcp over transport tcp", func(c *Common) { c.TCP, c.Transport = true, "tcp" }, "tcp", "cannot be combined with transport \"tcp\""},
+	{"qpp", func(c *Common) { c.QPP = true }, "", ""},
+	{"qpp count 0", func(c *Common) { c.QPP, c.QPPCount = true, 0 }, "qpp-count", "1..65535 pads"},
+	{"qpp count negative", func(c *Common) { c.QPP, c.QPPCount = true, -61 }, "qpp-count", "1..65535 pads"},
+	{"qpp count huge", func(c *Common) { c.QPP, c.QPPCount = true, 65536 }, "qpp-count", "1..65535 pads"},
+	{"qpp count max", func(c *Common) { c.QPP, c.QPPCount = true, 65535 }, "", ""},
+	{"qpp count not prime", func(c *Common) { c.QPP, c.QPPCount = true, 64 }, "", ""},
+	{"qpp off ignores count 0", func(c *Common) { c.QPPCount = 0 }, "", ""},
+	{"qpp off negative count", func(c *Common) { c.QPPCount = -1 }, "qpp-count", "0..65535"},
 	{"mtu over", func(c *Common) { c.MTU = 1501 }, "mtu", "64..1500"},
 	{"mtu under", func(c *Common) { c.MTU = 63 }, "mtu", "64..1500"},
 	{"mtu min", func(c *Common) { c.MTU = 64 }, "", ""},
@@ -310,5 +318,38 @@ func TestFieldErrorFormat(t *testing.T) {
 	c.MTU = 9000
 	if err := c.Validate(); err == nil || err.Error() != "mtu 9000: out of range: must be 64..1500 (kcp-go's packet limit)" {
 		t.Errorf("got %v", err)
+	}
+}
+
+func TestQPPWarnings(t *testing.T) {
+	tests := []struct {
+		qpp   bool
+		count int
+		want  []string // a fragment of each warning, in order
+	}{
+		{false, 64, nil},
+		{true, 61, nil},
+		{true, 65521, nil},
+		{true, 64, []string{"QPPCount 64 is not a prime"}},
+		{true, 9, []string{"QPPCount 9 is not a prime"}},
+		{true, 5, []string{"QPPCount 5 is below 7"}},
+		{true, 1, []string{"QPPCount 1 is below 7", "QPPCount 1 is not a prime"}},
+	}
+	for _, tt := range tests {
+		c := validClient()
+		c.QPP, c.QPPCount = tt.qpp, tt.count
+		if err := c.Validate(); err != nil {
+			t.Fatalf("qpp %v count %d: %v", tt.qpp, tt.count, err)
+		}
+		got := c.QPPWarnings()
+		if len(got) != len(tt.want) {
+			t.Errorf("qpp %v count %d: warnings %q, want %d", tt.qpp, tt.count, got, len(tt.want))
+			continue
+		}
+		for i, w := range tt.want {
+			if !strings.Contains(got[i], w) || strings.Contains(got[i], "\n") {
+				t.Errorf("qpp %v count %d: warning %q, want one line with %q", tt.qpp, tt.count, got[i], w)
+			}
+		}
 	}
 }

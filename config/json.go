@@ -68,6 +68,7 @@ func LoadJSON(path string, dst any) (ignored []IgnoredKey, err error) {
 		tmp := *d
 		if err = decodeJSON(data, &tmp); err == nil {
 			ignored, err = sortKeys(data, clientKeys, serverKeys, "server")
+			markWindows(data, &tmp.Common)
 		}
 		if err == nil {
 			*d = tmp
@@ -76,6 +77,7 @@ func LoadJSON(path string, dst any) (ignored []IgnoredKey, err error) {
 		tmp := *d
 		if err = decodeJSON(data, &tmp); err == nil {
 			ignored, err = sortKeys(data, serverKeys, clientKeys, "client")
+			markWindows(data, &tmp.Common)
 		}
 		if err == nil {
 			*d = tmp
@@ -137,6 +139,18 @@ func sortKeys(data []byte, own, other map[string]string, owner string) ([]Ignore
 		ignored = append(ignored, IgnoredKey{Key: k, Owner: owner})
 	}
 	return ignored, nil
+}
+
+// markWindows notes the windows the file sets: they cap the automatic ones.
+func markWindows(data []byte, c *Common) {
+	for _, k := range objectKeys(data) {
+		switch foldKey(k) {
+		case foldKey("sndwnd"):
+			c.SndWndSet = true
+		case foldKey("rcvwnd"):
+			c.RcvWndSet = true
+		}
+	}
 }
 
 // objectKeys returns the keys of the JSON object in data in the order they

@@ -13,7 +13,7 @@ import (
 var ErrInvalid = errors.New("invalid setting")
 
 // ErrUnsupported is wrapped by the *FieldError for a kcptun feature smuxtun
-// does not implement yet (tcp, qpp).
+// does not implement yet.
 var ErrUnsupported = errors.New("not supported yet")
 
 // FieldError reports one bad setting: the JSON key (which is also the flag
@@ -128,15 +128,10 @@ func (s *Common) validate(c *checker) {
 	c.oneOf("crypt", s.Crypt, cipherNames, ErrUnknownCipher)
 	c.oneOf("mode", s.Mode, Modes(), ErrUnknownMode)
 	c.oneOf("transport", s.Transport, []string{TransportKCP, TransportTCP}, nil)
-	if c.err == nil && s.TCP {
-		e := fieldErr("tcp", nil, "kcptun's raw-socket TCP emulation is not supported yet; for a plain TCP link use transport \"tcp\" on both ends")
-		e.err = ErrUnsupported
-		c.fail(e)
-	}
-	if c.err == nil && s.QPP {
-		e := fieldErr("qpp", nil, "Quantum Permutation Pads are not supported yet")
-		e.err = ErrUnsupported
-		c.fail(e)
+	if c.err == nil && s.TCP && s.Transport == TransportTCP {
+		// --tcp dresses KCP's packets as TCP segments; transport "tcp" has no
+		// KCP packets to dress.
+		c.fail(fieldErr("tcp", nil, "kcptun's --tcp carries KCP inside raw TCP packets and cannot be combined with transport \"tcp\"; use one or the other"))
 	}
 	c.intRange("mtu", s.MTU, MinMTU, MaxMTU, " (kcp-go's packet limit)")
 	c.intRange("sndwnd", s.SndWnd, 1, MaxWindow, " packets")
@@ -169,7 +164,11 @@ func (s *Common) validate(c *checker) {
 	if c.err == nil && s.SnmpLog != "" && s.SnmpPeriod == 0 {
 		c.fail(fieldErr("snmpperiod", s.SnmpPeriod, "must be at least 1 second when snmplog is set"))
 	}
-	c.intRange("qpp-count", s.QPPCount, 0, MaxQPPCount, "")
+	if s.QPP {
+		c.intRange("qpp-count", s.QPPCount, 1, MaxQPPCount, qppCountHint)
+	} else {
+		c.intRange("qpp-count", s.QPPCount, 0, MaxQPPCount, "")
+	}
 	c.addr("pprofaddr", s.PprofAddr, func(a string) error {
 		if err := checkHostPort(a, true, false); err != nil {
 			return err

@@ -59,12 +59,17 @@ type sender struct {
 	// its waiters may spin (see Session.spin).
 	kernelConn bool
 	bw         interface{ WriteBuffers([][]byte) (int, error) }
-	vec        [][]byte
-	wv         net.Buffers
-	hdrs       []byte
-	batch      []*Stream
-	flat       []byte
-	nopQueued  atomic.Bool
+	// budget, when the connection paces what it sends, is asked before
+	// each batch of data how many bytes the link takes now; it blocks
+	// until the link takes some. Data then waits here, where every stream
+	// gets its turn, rather than in the connection behind bulk data.
+	budget    interface{ SendBudget() int }
+	vec       [][]byte
+	wv        net.Buffers
+	hdrs      []byte
+	batch     []*Stream
+	flat      []byte
+	nopQueued atomic.Bool
 }
 
 func (sd *sender) init(s *Session) {
@@ -83,6 +88,9 @@ func (sd *sender) init(s *Session) {
 		sd.mode = writeFlat
 	}
 	sd.dlConn, _ = s.conn.(interface{ SetWriteDeadline(time.Time) error })
+	if b, ok := s.conn.(interface{ SendBudget() int }); ok && b.SendBudget() >= 0 { // negative: this one does not pace
+		sd.budget = b
+	}
 }
 
 func (sd *sender) pushBack(st *Stream) {
@@ -140,7 +148,16 @@ func (sd *sender) flushLocked(self *Stream) {
 			sd.flushing = false
 			return
 		}
-		ctrl, ok := sd.buildLocked()
+		limit := maxBatchBytes
+		if sd.budget != nil && sd.head != nil && len(sd.carry) == 0 {
+			sd.mu.Unlock()
+			b := sd.budget.SendBudget()
+			sd.mu.Lock()
+			if b > 0 {
+				limit = min(limit, b)
+			}
+		}
+		ctrl, ok := sd.buildLocked(limit)
 		if !ok {
 			sd.flushing = false
 			return
@@ -184,7 +201,8 @@ func (sd *sender) flushLocked(self *Stream) {
 
 // buildLocked fills the scratch vector with the next batch. It returns the
 // control buffer taken into the batch and whether there is anything to write.
-func (sd *sender) buildLocked() ([]byte, bool) {
+// The batch carries at least one data frame and stops at limit bytes.
+func (sd *sender) buildLocked(limit int) ([]byte, bool) {
 	vec := sd.vec[:0]
 	hdrs := sd.hdrs[:0]
 	batch := sd.batch[:0]
@@ -203,7 +221,7 @@ func (sd *sender) buildLocked() ([]byte, bool) {
 	frameSize := sd.sess.config.MaxFrameSize
 	v2 := sd.sess.ver == 2
 	bytes := 0
-	for sd.head != nil && len(batch) < maxBatchFrames && bytes < maxBatchBytes {
+	for sd.head != nil && len(batch) < maxBatchFrames && bytes < limit {
 		st := sd.head
 		sd.unlink(st)
 		n := min(len(st.wbuf), frameSize)

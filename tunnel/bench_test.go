@@ -1,14 +1,18 @@
 package tunnel
 
 import (
+	"bytes"
 	"encoding/binary"
 	"io"
 	"net"
+	"os"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/smuxtun/smuxtun/config"
-	"github.com/xtaci/smux"
 )
 
 // benchSize is what one benchmark operation carries through the tunnel.
@@ -59,8 +63,9 @@ func sinkTransfer(tb testing.TB, addr string, payload []byte) {
 
 // startRefClient runs a kcptun-style client: a TCP listener whose
 // connections ride streams of one reference KCP session.
-func startRefClient(tb testing.TB, remote, cipher string, nocomp bool, ver int) string {
+func startRefClient(tb testing.TB, remote, cipher string, nocomp bool, ver int, opts ...refOpt) string {
 	tb.Helper()
+	side := newRefSetup(opts).streamSide()
 	sess, err := refDial(tb, remote, cipher, nocomp, ver)
 	if err != nil {
 		tb.Fatal(err)
@@ -75,7 +80,7 @@ func startRefClient(tb testing.TB, remote, cipher string, nocomp bool, ver int) 
 			return
 		}
 		defer st.Close()
-		refCopyPair(c, st)
+		refCopyPair(c, side(st))
 	})
 	tb.Cleanup(func() { sess.Close() })
 	return l.Addr().String()
@@ -83,7 +88,7 @@ func startRefClient(tb testing.TB, remote, cipher string, nocomp bool, ver int) 
 
 // refCopyPair copies both ways; the first direction to end closes both,
 // as kcptun does.
-func refCopyPair(c net.Conn, st *smux.Stream) {
+func refCopyPair(c net.Conn, st io.ReadWriteCloser) {
 	var once sync.Once
 	shut := func() { once.Do(func() { c.Close(); st.Close() }) }
 	done := make(chan struct{})
@@ -96,7 +101,8 @@ func refCopyPair(c net.Conn, st *smux.Stream) {
 // BenchmarkThroughput moves benchSize bytes per operation through each
 // path, so one run prints them side by side: the target directly over TCP,
 // smuxtun over KCP and over TCP, and the kcptun-style reference stack over
-// KCP. All KCP paths use aes, snappy compression, smux v2 and fast3.
+// KCP, each KCP stack also with --QPP. All KCP paths use aes, snappy
+// compression, smux v2 and fast3.
 func BenchmarkThroughput(b *testing.B) {
 	payload := randomBytes(b, benchSize)
 	paths := []struct {
@@ -114,16 +120,59 @@ func BenchmarkThroughput(b *testing.B) {
 			srv := startRefServer(b, "aes", false, 2, target)
 			return startRefClient(b, srv, "aes", false, 2)
 		}},
+		// kcptun's --QPP with its default 61 pads, on both stacks.
+		{"smuxtun-kcp-qpp", func(b *testing.B, target string) string {
+			return runPair(b, pairOpts{transport: config.TransportKCP, target: target, tweak: func(c *config.Common) {
+				c.QPP, c.QPPCount = true, 61
+			}})
+		}},
+		{"reference-kcp-qpp", func(b *testing.B, target string) string {
+			srv := startRefServer(b, "aes", false, 2, target, withQPP(61))
+			return startRefClient(b, srv, "aes", false, 2, withQPP(61))
+		}},
 	}
 	for _, p := range paths {
 		b.Run(p.name, func(b *testing.B) {
 			addr := p.setup(b, startSink(b))
 			sinkTransfer(b, addr, payload[:1024]) // warm up the session
 			b.SetBytes(benchSize)
+			cpu0, cpuOK := processCPU()
 			b.ResetTimer()
 			for b.Loop() {
 				sinkTransfer(b, addr, payload)
 			}
+			b.StopTimer()
+			// CPU time of the whole process (both ends of the tunnel and the
+			// sink) per GB carried: steadier than MB/s on a shared machine.
+			if cpu1, ok := processCPU(); cpuOK && ok {
+				b.ReportMetric((cpu1-cpu0).Seconds()/(float64(b.N)*benchSize/1e9), "cpu-s/GB")
+			}
 		})
 	}
+}
+
+// processCPU returns the CPU time (user and system) the process has used,
+// from /proc; false where there is no /proc.
+func processCPU() (time.Duration, bool) {
+	raw, err := os.ReadFile("/proc/self/stat")
+	if err != nil {
+		return 0, false
+	}
+	// utime and stime are the 12th and 13th fields after the command name,
+	// which is in parentheses.
+	i := bytes.LastIndexByte(raw, ')')
+	if i < 0 {
+		return 0, false
+	}
+	f := strings.Fields(string(raw[i+1:]))
+	if len(f) < 13 {
+		return 0, false
+	}
+	utime, err1 := strconv.ParseInt(f[11], 10, 64)
+	stime, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, false
+	}
+	const tick = 10 * time.Millisecond // USER_HZ is 100 on Linux
+	return time.Duration(utime+stime) * tick, true
 }

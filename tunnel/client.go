@@ -243,7 +243,7 @@ func (c *Client) serveStream(ctx context.Context, cs *clientSession, conn net.Co
 	// If the session dies, the application sees its connection reset, not
 	// a clean end of stream it could take for a complete reply.
 	local := &resetOnDeath{Conn: conn, died: func() bool { return cs.mux.IsClosed() && ctx.Err() == nil }}
-	res := pipe(local, st, c.set.closeWait, ctx.Done(), cs.mux.CloseChan())
+	res := pipe(local, c.set.streamConn(st), c.set.closeWait, ctx.Done(), cs.mux.CloseChan())
 	args := []any{"session", cs.id, "stream", st.ID(), "client", client, "remote", cs.mux.RemoteAddr().String(),
 		"up", res.aToB, "down", res.bToA}
 	switch {

@@ -35,6 +35,15 @@ func (c *compConn) Read(p []byte) (int, error) {
 	return c.r.Read(p)
 }
 
+// SendBudget passes the pacer's answer through to the mux (see
+// meteredConn.SendBudget); the budget counts bytes before compression.
+func (c *compConn) SendBudget() int {
+	if b, ok := c.Conn.(interface{ SendBudget() int }); ok {
+		return b.SendBudget()
+	}
+	return -1
+}
+
 // Write compresses p and flushes it to the underlying connection.
 func (c *compConn) Write(p []byte) (int, error) {
 	c.wmu.Lock()

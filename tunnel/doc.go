@@ -17,6 +17,14 @@
 // takes packets with or without FEC whatever its own shards, and tunes its
 // decoder to the peer's.
 //
+// With kcptun's --tcp (Linux only, root or CAP_NET_RAW), kcp-go's packets
+// travel inside TCP segments that tcpraw writes and captures through raw
+// sockets (transport_rawtcp.go); a --tcp server also keeps UDP on each port.
+//
+// With qpp (kcptun's Quantum Permutation Pads, qpp.go), each stream's bytes
+// are permuted above the mux, before framing and compression; both ends must
+// then also agree on qpp-count, and the pads are built from the key.
+//
 // ratelimit caps the bytes per second each transport session sends: kcp-go's
 // own limiter on KCP (it counts UDP bytes, FEC parity included), a pacing
 // writer on TCP. dscp marks the packets on both transports; sockbuf sizes

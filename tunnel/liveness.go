@@ -77,6 +77,9 @@ type liveness struct {
 func newLiveness(m *mux.Session, meter *meteredConn, conn any) *liveness {
 	l := &liveness{m: m, meter: meter, gap: firstPingGap}
 	l.kcp, _ = conn.(*kcp.UDPSession)
+	if pc, ok := conn.(interface{ kcpSession() *kcp.UDPSession }); ok {
+		l.kcp = pc.kcpSession()
+	}
 	return l
 }
 
@@ -234,7 +237,7 @@ var (
 
 // unheardHint tells the operator what to check when a server never
 // acknowledges anything.
-const unheardHint = "check that smuxtun-server (or kcptun's server) runs there, that its UDP port is reachable " +
+const unheardHint = "check that smuxtun-server (or kcptun's server) runs there, that its port is reachable (UDP; TCP with --tcp) " +
 	"from here, and that --key and --crypt match the server's"
 
 // reportGone logs, at most once a minute per server address, that a session

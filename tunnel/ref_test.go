@@ -117,9 +117,47 @@ func refSmuxConfig(ver int) *smux.Config {
 // every write), shared with the benchmark's reference process.
 func newRefComp(c net.Conn) *refstack.Comp { return refstack.NewComp(c) }
 
+// refOpt changes how a reference peer is assembled.
+type refOpt func(*refSetup)
+
+// refSetup is what the refOpts of one reference peer asked for.
+type refSetup struct {
+	qppCount int    // kcptun's --QPP with this --QPPCount; 0 = off
+	qppKey   string // the passphrase the pads come from, testKey unless set
+}
+
+// withQPP turns on kcptun's --QPP with count pads.
+func withQPP(count int) refOpt { return func(s *refSetup) { s.qppCount = count } }
+
+// withQPPKey derives the reference peer's pads from key instead of testKey
+// (the packet cipher keeps testKey).
+func withQPPKey(key string) refOpt { return func(s *refSetup) { s.qppKey = key } }
+
+func newRefSetup(opts []refOpt) refSetup {
+	s := refSetup{qppKey: testKey}
+	for _, o := range opts {
+		o(&s)
+	}
+	return s
+}
+
+// streamSide is what kcptun pipes a stream through: the stream, or with
+// --QPP the stream wrapped in its QPPPort (pads built once per process,
+// PRNGs seeded afresh for every stream).
+type refStreamSide func(st *smux.Stream) io.ReadWriteCloser
+
+func (s refSetup) streamSide() refStreamSide {
+	if s.qppCount == 0 {
+		return func(st *smux.Stream) io.ReadWriteCloser { return st }
+	}
+	pad := refstack.NewQPPPad(s.qppKey, s.qppCount)
+	return func(st *smux.Stream) io.ReadWriteCloser { return refstack.NewQPPPort(st, pad, s.qppKey) }
+}
+
 // startRefServer runs a kcptun-style server forwarding to target.
-func startRefServer(t testing.TB, cipher string, nocomp bool, ver int, target string) string {
+func startRefServer(t testing.TB, cipher string, nocomp bool, ver int, target string, opts ...refOpt) string {
 	t.Helper()
+	side := newRefSetup(opts).streamSide()
 	lis, err := kcp.ListenWithOptions("127.0.0.1:0", refBlock(t, cipher), refDataShard, refParityShard)
 	if err != nil {
 		t.Fatal(err)
@@ -169,10 +207,11 @@ func startRefServer(t testing.TB, cipher string, nocomp bool, ver int, target st
 							return
 						}
 						defer tc.Close()
+						sp := side(st)
 						// kcptun: the first direction to end closes both.
 						done := make(chan struct{}, 2)
-						go func() { io.Copy(tc, st); done <- struct{}{} }()
-						go func() { io.Copy(st, tc); done <- struct{}{} }()
+						go func() { io.Copy(tc, sp); done <- struct{}{} }()
+						go func() { io.Copy(sp, tc); done <- struct{}{} }()
 						<-done
 						st.Close()
 						tc.Close()
@@ -230,8 +269,9 @@ func refDial(t testing.TB, addr, cipher string, nocomp bool, ver int) (*smux.Ses
 	return sess, nil
 }
 
-func refClientRoundTrip(t *testing.T, addr, cipher string, nocomp bool, ver int, data []byte, timeout time.Duration) error {
+func refClientRoundTrip(t *testing.T, addr, cipher string, nocomp bool, ver int, data []byte, timeout time.Duration, opts ...refOpt) error {
 	t.Helper()
+	side := newRefSetup(opts).streamSide()
 	sess, err := refDial(t, addr, cipher, nocomp, ver)
 	if err != nil {
 		return err
@@ -243,7 +283,7 @@ func refClientRoundTrip(t *testing.T, addr, cipher string, nocomp bool, ver int,
 	}
 	defer st.Close()
 	st.SetDeadline(time.Now().Add(timeout))
-	return echoOver(st, data)
+	return echoOver(side(st), data)
 }
 
 // echoOver writes data to rw while reading len(data) bytes back, and

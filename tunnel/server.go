@@ -254,11 +254,11 @@ func (s *Server) serveStream(ctx context.Context, sid uint64, m *mux.Session, st
 	stats.streamsActive.Add(1)
 	defer stats.streamsActive.Add(-1)
 	s.log.Log(ctx, lvl, "stream opened", "session", sid, "stream", st.ID(), "target", target.RemoteAddr().String())
-	res := pipe(st, target, s.set.closeWait, ctx.Done(), m.CloseChan())
+	res := pipe(s.set.streamConn(st), target, s.set.closeWait, ctx.Done(), m.CloseChan())
 	args := []any{"session", sid, "stream", st.ID(), "up", res.aToB, "down", res.bToA}
 	if res.err != nil {
 		lvl = slog.LevelWarn
-		args = append(args, "remote", remoteOf(m), "err", res.err)
+		args = s.set.qppHint(append(args, "remote", remoteOf(m), "err", res.err), res.err)
 	}
 	s.log.Log(context.Background(), lvl, "stream closed", args...)
 }

@@ -17,10 +17,6 @@ import (
 
 // Errors for settings the tunnel refuses.
 var (
-	// ErrRawTCP is returned for --tcp (kcptun's raw-socket TCP emulation).
-	ErrRawTCP = errors.New("tcp: raw-socket TCP emulation is not supported yet; use --transport tcp for a plain TCP link")
-	// ErrQPP is returned for --QPP (kcptun's quantum permutation pads).
-	ErrQPP = errors.New("qpp: quantum permutation pads are not supported yet")
 	// ErrTransport is returned for a transport name other than kcp or tcp.
 	ErrTransport = errors.New("unknown transport")
 )
@@ -35,16 +31,21 @@ type settings struct {
 	// mismatchWarn spaces the warnings about a peer whose --nocomp or
 	// --smuxver differs (diagnose.go).
 	mismatchWarn *warnLimiter
+	// qpp permutes every stream's bytes (--QPP); nil when off.
+	qpp *qppLayer
 }
 
 // newSettings builds the transport and mux configuration. It works on a copy
 // of c, so the caller's struct is left as given.
 func newSettings(c config.Common, log *slog.Logger) (*settings, error) {
 	if c.TCP {
-		return nil, ErrRawTCP
-	}
-	if c.QPP {
-		return nil, ErrQPP
+		// Before anything else: without the privilege nothing can start.
+		if err := checkRawTCP(); err != nil {
+			return nil, err
+		}
+		if why := rawTCPRuleProblem(); why != "" {
+			log.Warn("--tcp: cannot add tcpraw's iptables rule; the kernel's own packets of the emulated connection leave with TTL 1", "reason", why)
+		}
 	}
 	if err := c.ApplyMode(); err != nil {
 		return nil, err
@@ -73,10 +74,14 @@ func newSettings(c config.Common, log *slog.Logger) (*settings, error) {
 			mtu:         c.MTU,
 			sndWnd:      c.SndWnd,
 			rcvWnd:      c.RcvWnd,
+			pacing:      !c.NoPacing,
+			sndCap:      capIf(c.SndWndSet, c.SndWnd),
+			rcvCap:      capIf(c.RcvWndSet, c.RcvWnd),
 			ackNoDelay:  c.AckNodelay,
 			dscp:        c.DSCP,
 			sockBuf:     c.SockBuf,
 			rateLimit:   c.RateLimit,
+			rawTCP:      c.TCP,
 			log:         log,
 			cipherWarn:  newWarnLimiter(warnEvery),
 		}
@@ -120,7 +125,30 @@ func newSettings(c config.Common, log *slog.Logger) (*settings, error) {
 		return nil, fmt.Errorf("mux settings: %w", err)
 	}
 	s.muxConfig = mc
+	if c.QPP {
+		if c.QPPCount < 1 || c.QPPCount > config.MaxQPPCount {
+			return nil, fmt.Errorf("QPPCount %d: out of range: must be 1..%d", c.QPPCount, config.MaxQPPCount)
+		}
+		s.qpp = newQPPLayer(c.Key, c.QPPCount)
+	}
 	return s, nil
+}
+
+// streamConn is what the pipe moves a stream's bytes through: the stream
+// itself, or the stream under QPP.
+func (s *settings) streamConn(st *mux.Stream) net.Conn {
+	if s.qpp == nil {
+		return st
+	}
+	return s.qpp.wrap(st)
+}
+
+// capIf is a window the user set, or 0 (automatic).
+func capIf(set bool, wnd int) int {
+	if set {
+		return wnd
+	}
+	return 0
 }
 
 // wrap prepares a transport connection for the mux: a byte meter (the
@@ -155,6 +183,15 @@ type meteredConn struct {
 	net.Conn
 	read atomic.Uint64
 	head head
+}
+
+// SendBudget passes the pacer's answer through to the mux; -1 when the
+// connection is not paced.
+func (m *meteredConn) SendBudget() int {
+	if p, ok := m.Conn.(*pacedConn); ok {
+		return p.SendBudget()
+	}
+	return -1
 }
 
 func (m *meteredConn) Read(p []byte) (int, error) {

@@ -43,6 +43,30 @@ type kcpTransport struct {
 	// cipherWarn spaces the warnings about packets that fail the cipher,
 	// per source host, across all the listeners of a port range.
 	cipherWarn *warnLimiter
+	// rawTCP is kcptun's --tcp: the client sends its KCP packets as TCP
+	// segments through raw sockets (tcpraw), and the server accepts them
+	// besides UDP on each port (transport_rawtcp.go).
+	rawTCP bool
+	// pacing: every session gets a pacer (pacing.go) unless --nopacing;
+	// sndCap and rcvCap are the windows the user set (0 = automatic).
+	pacing         bool
+	sndCap, rcvCap int
+}
+
+// session finishes a tuned KCP session for the mux: paced unless the user
+// asked for kcptun's behaviour.
+func (t *kcpTransport) session(s *kcp.UDPSession) net.Conn {
+	if !t.pacing {
+		return s
+	}
+	mtu := t.mtu
+	if mtu <= 0 {
+		mtu = 1400
+	}
+	return newPacedConn(s, pacerConfig{
+		mss: max(mtu-60, 64), sndCap: t.sndCap, rcvCap: t.rcvCap,
+		ackDelay: time.Duration(t.interval) * time.Millisecond,
+	})
 }
 
 func (t *kcpTransport) name() string { return "kcp" }
@@ -54,7 +78,12 @@ func (t *kcpTransport) dial(ctx context.Context, addr string) (net.Conn, error) 
 	if err != nil {
 		return nil, fmt.Errorf("dial kcp %s: %w", addr, err)
 	}
-	s, err := kcp.DialWithOptions(addr, t.block, t.dataShard, t.parityShard)
+	var s *kcp.UDPSession
+	if t.rawTCP {
+		s, err = t.dialRaw(ctx, addr)
+	} else {
+		s, err = kcp.DialWithOptions(addr, t.block, t.dataShard, t.parityShard)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("dial kcp %s: %w", addr, err)
 	}
@@ -76,10 +105,18 @@ func (t *kcpTransport) dial(ctx context.Context, addr string) (net.Conn, error) 
 			t.log.Warn("cannot set socket write buffer", "sockbuf", t.sockBuf, "err", err)
 		}
 	}
-	return s, nil
+	return t.session(s), nil
 }
 
 func (t *kcpTransport) listen(addr string) (net.Listener, error) {
+	if t.rawTCP {
+		return t.listenRaw(addr)
+	}
+	return t.listenUDP(addr)
+}
+
+// listenUDP serves KCP on a UDP socket bound to addr.
+func (t *kcpTransport) listenUDP(addr string) (*kcpListener, error) {
 	ua, err := net.ResolveUDPAddr("udp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen udp %s: %w", addr, err)
@@ -103,12 +140,22 @@ func (t *kcpTransport) listen(addr string) (net.Listener, error) {
 			t.log.Warn("cannot set socket write buffer", "listen", addr, "sockbuf", t.sockBuf, "err", err)
 		}
 	}
+	l, err := t.serve(pc)
+	if err != nil {
+		pc.Close()
+		return nil, fmt.Errorf("listen udp %s: %w", addr, err)
+	}
+	return l, nil
+}
+
+// serve runs a KCP listener over pc, read through a recvConn so that
+// packets failing the cipher are pinned on their source.
+func (t *kcpTransport) serve(pc net.PacketConn) (*kcpListener, error) {
 	local := pc.LocalAddr().String()
 	rc := newRecvConn(pc, t.block, func(from net.Addr) { t.badPacket(from, local) })
 	l, err := kcp.ServeConn(t.block, t.dataShard, t.parityShard, rc)
 	if err != nil {
-		pc.Close()
-		return nil, fmt.Errorf("listen udp %s: %w", addr, err)
+		return nil, err
 	}
 	return &kcpListener{l: l, t: t, conn: rc}, nil
 }
@@ -212,7 +259,7 @@ func (l *kcpListener) Accept() (net.Conn, error) {
 			s.Close()
 			continue
 		}
-		return s, nil
+		return l.t.session(s), nil
 	}
 }
 

@@ -69,10 +69,11 @@ type aeadOpener interface {
 	Overhead() int
 }
 
-// recvConn is a UDP socket as a KCP listener reads it; see above. ReadFrom
-// must be called from one goroutine at a time (kcp-go's listener has one).
+// recvConn is a UDP socket (or tcpraw's packet connection, for --tcp) as a
+// KCP listener reads it; see above. ReadFrom must be called from one
+// goroutine at a time (kcp-go's listener has one).
 type recvConn struct {
-	pc    *net.UDPConn
+	pc    net.PacketConn
 	batch batchReader // nil: one datagram per system call
 	msgs  []ipv4.Message
 	n     int // msgs[:n] hold the last batch read
@@ -93,19 +94,20 @@ type recvConn struct {
 	mark     uint64   // InCsumErrors when it was handed out
 }
 
-func newRecvConn(pc *net.UDPConn, block kcp.BlockCrypt, bad func(from net.Addr)) *recvConn {
+func newRecvConn(pc net.PacketConn, block kcp.BlockCrypt, bad func(from net.Addr)) *recvConn {
 	c := &recvConn{pc: pc, bad: bad, msgs: make([]ipv4.Message, recvBatch)}
 	buf := make([]byte, recvBatch*maxPacket)
 	for i := range c.msgs {
 		c.msgs[i].Buffers = [][]byte{buf[i*maxPacket : (i+1)*maxPacket : (i+1)*maxPacket]}
 	}
 	// x/net reads batches on Linux only; elsewhere ReadBatch reads one
-	// message with recvmsg, which some systems do not have.
-	if runtime.GOOS == "linux" {
-		if a, ok := pc.LocalAddr().(*net.UDPAddr); ok && a.IP.To4() != nil {
-			c.batch = ipv4.NewPacketConn(pc)
+	// message with recvmsg, which some systems do not have. tcpraw hands
+	// out one packet per call whatever it is given.
+	if uc, ok := pc.(*net.UDPConn); ok && runtime.GOOS == "linux" {
+		if a, ok := uc.LocalAddr().(*net.UDPAddr); ok && a.IP.To4() != nil {
+			c.batch = ipv4.NewPacketConn(uc)
 		} else {
-			c.batch = ipv6.NewPacketConn(pc)
+			c.batch = ipv6.NewPacketConn(uc)
 		}
 	}
 	c.pass, c.minLen, c.cheap = cipherCheck(block)

@@ -223,7 +223,7 @@ func TestKCPListenerSocketOptions(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	pc := l.(*kcpListener).conn.pc
+	pc := l.(*kcpListener).conn.pc.(*net.UDPConn)
 	tos, err := ipv4.NewPacketConn(pc).TOS()
 	if err != nil {
 		t.Fatal(err)

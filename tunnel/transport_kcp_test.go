@@ -7,7 +7,6 @@ import (
 	"testing"
 
 	"github.com/smuxtun/smuxtun/config"
-	kcp "github.com/xtaci/kcp-go/v5"
 	"golang.org/x/net/ipv4"
 )
 
@@ -48,7 +47,7 @@ func TestKCPSocketOptions(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	s := c.(*kcp.UDPSession)
+	s := c.(*pacedConn).kcpSession() // sessions are paced by default
 	err = s.Control(func(pc net.PacketConn) error {
 		tos, err := ipv4.NewPacketConn(pc).TOS()
 		if err != nil {
@@ -76,8 +75,6 @@ func TestSettingsRefuse(t *testing.T) {
 		tweak func(*config.Common)
 		want  error
 	}{
-		{"raw tcp", func(c *config.Common) { c.TCP = true }, ErrRawTCP},
-		{"qpp", func(c *config.Common) { c.QPP = true }, ErrQPP},
 		{"transport", func(c *config.Common) { c.Transport = "quic" }, ErrTransport},
 	}
 	for _, c := range cases {

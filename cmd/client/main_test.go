@@ -33,6 +33,7 @@ func TestInvalidInvocations(t *testing.T) {
 	wrongType := file("wrongtype.json", `{"key": "k", "sndwnd": "128"}`)
 	unknownKey := file("unknownkey.json", `{"key": "k", "listen": ":29900", "localadr": ":1"}`)
 	badValue := file("badvalue.json", `{"key": "k", "mtu": 9000}`)
+	qppZero := file("qppzero.json", `{"key": "k", "qpp": true, "qpp-count": 0}`)
 	missing := filepath.Join(dir, "missing.json")
 
 	base := []string{"--key", "k", "-l", "127.0.0.1:0", "-r", "127.0.0.1:29900"}
@@ -61,8 +62,12 @@ func TestInvalidInvocations(t *testing.T) {
 		{"not a number", []string{"--mtu", "big"}, nil, []string{"mtu", `"big"`}},
 		{"unknown flag", []string{"--bogus", "1"}, nil, []string{"bogus"}},
 		{"positional argument", []string{"extra"}, nil, []string{`"extra"`}},
-		{"raw tcp", []string{"--tcp"}, nil, []string{"--tcp", "not supported yet"}},
-		{"qpp", []string{"--QPP"}, nil, []string{"qpp", "not supported yet"}},
+		{"raw tcp over transport tcp", []string{"--tcp", "--transport", "tcp"}, nil, []string{"--tcp", "cannot be combined"}},
+		{"qpp count 0", []string{"--QPP", "--QPPCount", "0"}, nil, []string{"--QPPCount 0", "1..65535 pads"}},
+		{"qpp count negative", []string{"--QPP", "--QPPCount=-61"}, nil, []string{"--QPPCount -61", "1..65535 pads"}},
+		{"qpp count huge", []string{"--QPP", "--QPPCount", "1000000"}, nil, []string{"--QPPCount 1000000", "1..65535 pads"}},
+		{"qpp count by its JSON name", []string{"--qpp", "--qpp-count", "0"}, nil, []string{"--QPPCount 0", "1..65535 pads"}},
+		{"JSON qpp count 0", []string{"-c", qppZero}, nil, []string{qppZero, "qpp-count 0", "1..65535 pads"}},
 		{"pprof off loopback", []string{"--pprofaddr", "0.0.0.0:6060"}, nil, []string{"--pprofaddr", "loopback"}},
 		{"unknown transport", []string{"--transport", "quic"}, nil, []string{"--transport", `"quic"`}},
 		{"missing config file", []string{"-c", missing}, nil, []string{missing, "no such file"}},

@@ -17,6 +17,7 @@ import (
 
 	"github.com/golang/snappy"
 	kcp "github.com/xtaci/kcp-go/v5"
+	"github.com/xtaci/qpp"
 	"github.com/xtaci/smux"
 )
 
@@ -37,6 +38,9 @@ type Options struct {
 	StreamBuf   int
 	FrameSize   int
 	KeepAlive   time.Duration
+	QPP         bool // kcptun's --QPP: pads on every stream
+	QPPCount    int  // kcptun's --QPPCount
+	TCP         bool // kcptun's --tcp: KCP inside tcpraw's TCP emulation (tcp.go)
 }
 
 // Defaults returns kcptun's defaults for the client (server=false) or the
@@ -46,6 +50,7 @@ func Defaults(server bool) Options {
 		Crypt: "aes", Mode: "fast", SndWnd: 128, RcvWnd: 512, MTU: 1350,
 		DataShard: 10, ParityShard: 3, SockBuf: 4 << 20, SmuxVer: 2,
 		SmuxBuf: 4 << 20, StreamBuf: 2 << 20, FrameSize: 8192, KeepAlive: 10 * time.Second,
+		QPPCount: 61,
 	}
 	if server {
 		o.SndWnd, o.RcvWnd = 1024, 1024
@@ -122,6 +127,9 @@ func (o Options) check() (kcp.BlockCrypt, error) {
 	if err := smux.VerifyConfig(o.smux()); err != nil {
 		return nil, fmt.Errorf("refstack: %w", err)
 	}
+	if o.QPP && (o.QPPCount < 1 || o.QPPCount > 65535) {
+		return nil, fmt.Errorf("refstack: QPPCount %d out of range", o.QPPCount)
+	}
 	return b, nil
 }
 
@@ -157,6 +165,56 @@ func (o Options) wrap(c *kcp.UDPSession) io.ReadWriteCloser {
 	return NewComp(c)
 }
 
+// QPPPort is kcptun's --QPP wrapper around one smux stream: a PRNG per
+// direction, each seeded with the passphrase as kcptun seeds them for every
+// stream; writes are permuted in place before they go to the stream, reads
+// restored after. Tests that assemble kcptun's stack in place use it too.
+type QPPPort struct {
+	rwc          io.ReadWriteCloser
+	pad          *qpp.QuantumPermutationPad
+	rprng, wprng *qpp.Rand
+}
+
+// NewQPPPad builds kcptun's pads: from the passphrase and --QPPCount.
+func NewQPPPad(key string, count int) *qpp.QuantumPermutationPad {
+	return qpp.NewQPP([]byte(key), uint16(count))
+}
+
+// NewQPPPort wraps a stream as kcptun does with --QPP.
+func NewQPPPort(rwc io.ReadWriteCloser, pad *qpp.QuantumPermutationPad, key string) *QPPPort {
+	return &QPPPort{rwc: rwc, pad: pad, rprng: qpp.CreatePRNG([]byte(key)), wprng: qpp.CreatePRNG([]byte(key))}
+}
+
+func (p *QPPPort) Read(b []byte) (int, error) {
+	n, err := p.rwc.Read(b)
+	p.pad.DecryptWithPRNG(b[:n], p.rprng)
+	return n, err
+}
+
+// Write permutes b in place, as kcptun does (its copy loop owns b).
+func (p *QPPPort) Write(b []byte) (int, error) {
+	p.pad.EncryptWithPRNG(b, p.wprng)
+	return p.rwc.Write(b)
+}
+
+func (p *QPPPort) Close() error { return p.rwc.Close() }
+
+// streamSide is what the local side pipes a stream through: the stream, or
+// the stream under QPP.
+func (o Options) streamSide(st *smux.Stream, pad *qpp.QuantumPermutationPad) io.ReadWriteCloser {
+	if pad == nil {
+		return st
+	}
+	return NewQPPPort(st, pad, o.Key)
+}
+
+func (o Options) pad() *qpp.QuantumPermutationPad {
+	if !o.QPP {
+		return nil
+	}
+	return NewQPPPad(o.Key, o.QPPCount)
+}
+
 // pipe copies both ways; the first direction to end closes both, as kcptun
 // does.
 func pipe(a, b io.ReadWriteCloser) {
@@ -183,7 +241,7 @@ func Client(local, remote string, o Options) error {
 	}
 	defer l.Close()
 	dial := func() (*smux.Session, error) {
-		c, err := kcp.DialWithOptions(remote, block, o.DataShard, o.ParityShard)
+		c, err := o.dial(remote, block)
 		if err != nil {
 			return nil, fmt.Errorf("dial %s: %w", remote, err)
 		}
@@ -201,6 +259,7 @@ func Client(local, remote string, o Options) error {
 	if err != nil {
 		return err
 	}
+	pad := o.pad()
 	for {
 		c, err := l.Accept()
 		if err != nil {
@@ -219,7 +278,7 @@ func Client(local, remote string, o Options) error {
 			c.Close()
 			continue
 		}
-		go pipe(c, st)
+		go pipe(c, o.streamSide(st, pad))
 	}
 }
 
@@ -237,6 +296,22 @@ func Server(listen, target string, o Options) error {
 	defer lis.Close()
 	lis.SetReadBuffer(o.SockBuf)
 	lis.SetWriteBuffer(o.SockBuf)
+	pad := o.pad()
+	if o.TCP {
+		// kcptun's --tcp server serves tcpraw beside UDP on the same port.
+		raw, err := listenRaw(listen, block, o)
+		if err != nil {
+			return err
+		}
+		defer raw.Close()
+		go o.serve(raw, target, pad)
+	}
+	return o.serve(lis, target, pad)
+}
+
+// serve accepts KCP sessions on lis and connects each of their streams to
+// target. It returns when the listener fails.
+func (o Options) serve(lis *kcp.Listener, target string, pad *qpp.QuantumPermutationPad) error {
 	for {
 		c, err := lis.AcceptKCP()
 		if err != nil {
@@ -265,7 +340,7 @@ func Server(listen, target string, o Options) error {
 						st.Close()
 						return
 					}
-					pipe(tc, st)
+					pipe(tc, o.streamSide(st, pad))
 				}()
 			}
 		}()

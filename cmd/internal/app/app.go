@@ -221,6 +221,9 @@ func (b *binary) configure(c *cli.Context) error {
 	if err := b.validate(); err != nil {
 		return usageError{b.explain(c, err, file)}
 	}
+	for _, w := range b.common.QPPWarnings() {
+		b.warnings = append(b.warnings, warning{msg: w})
+	}
 	// An address without the switch serves nothing: on the command line that
 	// is a mistake; in a file it may be kept for the next debugging session.
 	if !b.common.Pprof {
@@ -253,8 +256,11 @@ func (b *binary) explain(c *cli.Context, err error, file string) error {
 		return err
 	}
 	for _, o := range b.opts {
-		if o.key == fe.Key && c.IsSet(o.flag.Names()[0]) {
-			return fmt.Errorf("--%s", err)
+		if name := o.flag.Names()[0]; o.key == fe.Key && c.IsSet(name) {
+			// The flag's own name: kcptun's --QPPCount is qpp-count in JSON.
+			named := *fe
+			named.Key = name
+			return fmt.Errorf("--%w", &named)
 		}
 	}
 	if file != "" && fe.Key != "key" {

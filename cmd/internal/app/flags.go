@@ -14,7 +14,6 @@ const (
 	catKCP    = "KCP"
 	catMux    = "Mux"
 	catOps    = "Operation"
-	catLater  = "Unsupported"
 )
 
 // option is one command-line flag bound to a field of the configuration:
@@ -51,6 +50,20 @@ func intOpt(name string, aliases []string, cat string, p *int, usage string) opt
 	}
 }
 
+// windowOpt is intOpt for --sndwnd and --rcvwnd, which also record that
+// the user chose the window.
+func windowOpt(name string, p *int, set *bool, usage string) option {
+	o := intOpt(name, nil, catKCP, p, usage)
+	apply := o.apply
+	o.apply = func(c *cli.Context) {
+		apply(c)
+		if c.IsSet(name) {
+			*set = true
+		}
+	}
+	return o
+}
+
 func boolOpt(name string, aliases []string, cat string, p *bool, usage string) option {
 	return option{
 		flag: &cli.BoolFlag{Name: name, Aliases: aliases, Category: cat, Value: *p, Usage: usage},
@@ -74,8 +87,9 @@ func commonOptions(cfg *config.Common) []option {
 		boolOpt("nocomp", nil, catTunnel, &cfg.NoComp, "disable snappy compression (must match the peer)"),
 		intOpt("mtu", nil, catKCP, &cfg.MTU, "maximum size of a UDP packet, 64..1500"),
 		intOpt("ratelimit", nil, catKCP, &cfg.RateLimit, "maximum outgoing bytes per second per KCP session, 0 = unlimited"),
-		intOpt("sndwnd", nil, catKCP, &cfg.SndWnd, "send window in packets"),
-		intOpt("rcvwnd", nil, catKCP, &cfg.RcvWnd, "receive window in packets"),
+		windowOpt("sndwnd", &cfg.SndWnd, &cfg.SndWndSet, "send window in packets; unset, it follows the path's rate (with --nopacing: this value)"),
+		windowOpt("rcvwnd", &cfg.RcvWnd, &cfg.RcvWndSet, "receive window in packets; unset, it grows with what arrives (with --nopacing: this value)"),
+		boolOpt("nopacing", nil, catKCP, &cfg.NoPacing, "send as kcptun does: fixed --sndwnd/--rcvwnd, no pacing"),
 		intOpt("datashard", []string{"ds"}, catKCP, &cfg.DataShard, "Reed-Solomon data shards (must match the peer; 0 disables FEC)"),
 		intOpt("parityshard", []string{"ps"}, catKCP, &cfg.ParityShard, "Reed-Solomon parity shards (must match the peer; 0 disables FEC)"),
 		intOpt("dscp", nil, catKCP, &cfg.DSCP, "DSCP value for outgoing packets, 0..63"),
@@ -99,9 +113,9 @@ func commonOptions(cfg *config.Common) []option {
 		boolOpt("pprof", nil, catOps, &cfg.Pprof, "serve net/http/pprof on --pprofaddr"),
 		strOpt("pprofaddr", nil, catOps, &cfg.PprofAddr, "loopback host:port for --pprof"),
 		strOpt("metrics", nil, catOps, &cfg.Metrics, "serve Prometheus metrics at http://ADDR/metrics; a port or :port binds 127.0.0.1, IP:port binds that IP (0.0.0.0 exposes them to the network); empty = off"),
-		boolOpt("tcp", nil, catLater, &cfg.TCP, "kcptun's raw-socket TCP emulation (not supported yet; see --transport tcp)"),
-		boolOpt("QPP", []string{"qpp"}, catLater, &cfg.QPP, "kcptun's Quantum Permutation Pads (not supported yet)"),
-		intOpt("QPPCount", []string{"qpp-count"}, catLater, &cfg.QPPCount, "number of QPP pads (not supported yet)"),
+		boolOpt("tcp", nil, catTunnel, &cfg.TCP, "kcptun's --tcp: KCP packets travel inside TCP segments sent through raw sockets, for networks that block UDP; a server with it accepts UDP clients too (Linux; needs root or CAP_NET_RAW, see the README)"),
+		boolOpt("QPP", []string{"qpp"}, catTunnel, &cfg.QPP, "kcptun's Quantum Permutation Pads: permute every stream's bytes with pads built from --key (must match the peer, as must --key and --QPPCount; a mismatch garbles data without an error)"),
+		intOpt("QPPCount", []string{"qpp-count"}, catTunnel, &cfg.QPPCount, "number of QPP pads, 1..65535, best a prime (must match the peer); each pad takes 512 bytes and about 0.1 ms to build at start-up"),
 	}
 	// The JSON keys of the QPP flags differ from kcptun's flag names.
 	opts[len(opts)-2].key = "qpp"

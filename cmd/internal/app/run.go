@@ -25,6 +25,11 @@ const shutdownGrace = 4 * time.Second
 // stderr receives the log unless --log names a file.
 func run(parent context.Context, b *binary, version string, stderr io.Writer) error {
 	cfg := b.common
+	// A missing privilege (--tcp's raw sockets) is the whole story: one
+	// line, before any log line could suggest the tunnel was starting.
+	if err := tunnel.CheckPrivileges(*cfg); err != nil {
+		return err
+	}
 	logOut := stderr
 	if cfg.Log != "" {
 		f, err := os.OpenFile(cfg.Log, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
@@ -50,9 +55,19 @@ func run(parent context.Context, b *binary, version string, stderr io.Writer) er
 
 	// The first line says what starts and with which settings; whatever
 	// follows (warnings, listeners, errors) reads in that light.
-	log.Info("starting", "program", b.kind.Name(), "version", version, "crypt", cfg.Crypt, "mode", cfg.Mode,
+	startArgs := []any{"program", b.kind.Name(), "version", version, "crypt", cfg.Crypt, "mode", cfg.Mode,
 		"transport", cfg.Transport, "mtu", cfg.MTU, "sndwnd", cfg.SndWnd, "rcvwnd", cfg.RcvWnd,
-		"datashard", cfg.DataShard, "parityshard", cfg.ParityShard, "smuxver", cfg.SmuxVer, "nocomp", cfg.NoComp)
+		"datashard", cfg.DataShard, "parityshard", cfg.ParityShard, "smuxver", cfg.SmuxVer, "nocomp", cfg.NoComp}
+	if cfg.QPP {
+		// A peer with other pads garbles every stream without an error
+		// anywhere; comparing this line on both ends is how to find out.
+		startArgs = append(startArgs, "qpp", true, "qppcount", cfg.QPPCount)
+	}
+	if cfg.TCP {
+		// kcptun's --tcp: KCP inside raw TCP packets, not transport tcp.
+		startArgs = append(startArgs, "tcp", true)
+	}
+	log.Info("starting", startArgs...)
 	for _, w := range b.warnings {
 		log.Warn(w.msg, w.args...)
 	}

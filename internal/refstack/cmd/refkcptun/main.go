@@ -40,6 +40,9 @@ func main() {
 	fs.IntVar(&o.SmuxVer, "smuxver", o.SmuxVer, "smux version, 1 or 2")
 	fs.IntVar(&o.SmuxBuf, "smuxbuf", o.SmuxBuf, "session receive buffer in bytes")
 	fs.IntVar(&o.StreamBuf, "streambuf", o.StreamBuf, "stream receive buffer in bytes (smux v2)")
+	fs.BoolVar(&o.QPP, "QPP", false, "Quantum Permutation Pads on every stream")
+	fs.IntVar(&o.QPPCount, "QPPCount", o.QPPCount, "number of QPP pads")
+	fs.BoolVar(&o.TCP, "tcp", false, "KCP inside raw TCP packets (tcpraw), as kcptun's --tcp")
 	fs.Parse(os.Args[2:])
 
 	var err error
