@@ -40,8 +40,9 @@ type Relay struct {
 	upstream *net.UDPAddr
 	up, down *link
 
-	mu    sync.Mutex
-	flows map[string]*flow
+	mu     sync.Mutex
+	flows  map[string]*flow
+	extras []*net.UDPConn // entrances added by AddEntrance
 
 	done      chan struct{}
 	closeOnce sync.Once
@@ -52,7 +53,8 @@ type Relay struct {
 type flow struct {
 	client *net.UDPAddr
 	conn   *net.UDPConn
-	last   time.Time // guarded by Relay.mu
+	front  *net.UDPConn // the relay socket the client sends to
+	last   time.Time    // guarded by Relay.mu
 }
 
 // socketBuffer is asked of the kernel for every relay socket, so bursts at
@@ -101,7 +103,7 @@ func Start(cfg Config) (*Relay, error) {
 	r.wg.Add(4)
 	go func() { defer r.wg.Done(); r.up.run(r.done) }()
 	go func() { defer r.wg.Done(); r.down.run(r.done) }()
-	go func() { defer r.wg.Done(); r.readClients() }()
+	go func() { defer r.wg.Done(); r.readClients(conn, up) }()
 	go func() { defer r.wg.Done(); r.expire() }()
 	return r, nil
 }
@@ -129,6 +131,9 @@ func (r *Relay) Close() error {
 		close(r.done)
 		r.conn.Close()
 		r.mu.Lock()
+		for _, c := range r.extras {
+			c.Close()
+		}
 		for k, f := range r.flows {
 			f.conn.Close()
 			delete(r.flows, k)
@@ -139,17 +144,48 @@ func (r *Relay) Close() error {
 	return nil
 }
 
-func (r *Relay) readClients() {
+// AddEntrance opens another address for clients, relaying to upstream
+// over the same two links: sessions to different servers then share one
+// emulated bottleneck.
+func (r *Relay) AddEntrance(upstream string) (*net.UDPAddr, error) {
+	up, err := net.ResolveUDPAddr("udp", upstream)
+	if err != nil {
+		return nil, fmt.Errorf("netem: upstream %s: %w", upstream, err)
+	}
+	la := *r.Addr()
+	la.Port = 0
+	conn, err := net.ListenUDP("udp", &la)
+	if err != nil {
+		return nil, fmt.Errorf("netem: listen: %w", err)
+	}
+	conn.SetReadBuffer(socketBuffer)
+	conn.SetWriteBuffer(socketBuffer)
+	r.mu.Lock()
+	select {
+	case <-r.done:
+		r.mu.Unlock()
+		conn.Close()
+		return nil, ErrClosed
+	default:
+	}
+	r.extras = append(r.extras, conn)
+	r.wg.Add(1)
+	r.mu.Unlock()
+	go func() { defer r.wg.Done(); r.readClients(conn, up) }()
+	return conn.LocalAddr().(*net.UDPAddr), nil
+}
+
+func (r *Relay) readClients(front *net.UDPConn, upstream *net.UDPAddr) {
 	buf := make([]byte, maxDatagram)
 	for {
-		n, addr, err := r.conn.ReadFromUDP(buf)
+		n, addr, err := front.ReadFromUDP(buf)
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
 			}
 			continue
 		}
-		f := r.flowFor(addr)
+		f := r.flowFor(front, upstream, addr)
 		if f == nil {
 			continue
 		}
@@ -158,8 +194,8 @@ func (r *Relay) readClients() {
 }
 
 // flowFor returns the flow of addr, starting it if there is room.
-func (r *Relay) flowFor(addr *net.UDPAddr) *flow {
-	key := addr.String()
+func (r *Relay) flowFor(front *net.UDPConn, upstream, addr *net.UDPAddr) *flow {
+	key := front.LocalAddr().String() + ">" + addr.String()
 	now := time.Now()
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -175,13 +211,13 @@ func (r *Relay) flowFor(addr *net.UDPAddr) *flow {
 	if len(r.flows) >= r.cfg.MaxFlows {
 		return nil
 	}
-	c, err := net.DialUDP("udp", nil, r.upstream)
+	c, err := net.DialUDP("udp", nil, upstream)
 	if err != nil {
 		return nil
 	}
 	c.SetReadBuffer(socketBuffer)
 	c.SetWriteBuffer(socketBuffer)
-	f := &flow{client: addr, conn: c, last: now}
+	f := &flow{client: addr, conn: c, front: front, last: now}
 	r.flows[key] = f
 	r.wg.Add(1)
 	go func() { defer r.wg.Done(); r.readUpstream(f) }()
@@ -204,7 +240,7 @@ func (r *Relay) readUpstream(f *flow) {
 		r.mu.Lock()
 		f.last = time.Now()
 		r.mu.Unlock()
-		r.down.enqueue(&packet{buf: copyBuf(buf[:n]), n: n, conn: r.conn, to: f.client})
+		r.down.enqueue(&packet{buf: copyBuf(buf[:n]), n: n, conn: f.front, to: f.client})
 	}
 }
 

@@ -399,3 +399,43 @@ func TestStartRejects(t *testing.T) {
 		}
 	}
 }
+
+// A second entrance relays to its own server over the same links: the two
+// share the rate limit.
+func TestEntrancesShareTheLink(t *testing.T) {
+	const rate = 8e6 // bits/s
+	p := newPath(t, Config{Up: Link{Rate: rate, QueueDelay: 50 * time.Millisecond}})
+	other := listenUDP(t)
+	addr, err := p.relay.AddEntrance(other.LocalAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	client2 := listenUDP(t)
+	const d = 2 * time.Second
+	var wg sync.WaitGroup
+	got := make([][]arrival, 2)
+	for i, srv := range []*net.UDPConn{p.server, other} {
+		wg.Add(1)
+		go func() { defer wg.Done(); got[i] = collect(srv, 500*time.Millisecond) }()
+	}
+	// Each client offers the whole rate: together twice what fits.
+	go blast(p.client, p.relay.Addr(), 1000, rate, d)
+	blast(client2, addr, 1000, rate, d)
+	wg.Wait()
+	bytes := [2]float64{}
+	for i := range got {
+		for _, a := range got[i] {
+			bytes[i] += float64(a.size)
+		}
+		if len(got[i]) == 0 {
+			t.Fatalf("server %d got nothing", i)
+		}
+	}
+	total := (bytes[0] + bytes[1]) * 8 / d.Seconds()
+	if total > 1.15*rate {
+		t.Errorf("the two entrances carried %.1f Mbit/s together through a %.1f Mbit/s link", total/1e6, rate/1e6)
+	}
+	if up := p.relay.Up(); up.DroppedQueue == 0 {
+		t.Errorf("no queue drops with twice the link's rate offered: %+v", up)
+	}
+}

@@ -5,7 +5,9 @@
 //
 // Environment: BENCH_WAN_REPS (default 3) repetitions per stack and path,
 // interleaved ref, smuxtun, ref, ...; BENCH_WAN_BIGWIN=1 adds a second set
-// with --mode fast3 --sndwnd 2048 --rcvwnd 2048 on both ends.
+// with --mode fast3 --sndwnd 2048 --rcvwnd 2048 on both ends. Then two
+// sessions download side by side through one intercontinental path: two
+// smuxtun sessions, and a smuxtun session beside a reference one (-share).
 package main
 
 import (
@@ -55,6 +57,7 @@ type config struct {
 	reps            int
 	warmup, measure time.Duration
 	only            string
+	share           bool // run the two-session sharing experiment
 }
 
 func main() {
@@ -64,6 +67,7 @@ func main() {
 	flag.DurationVar(&c.warmup, "warmup", 3*time.Second, "time before measuring each transfer")
 	flag.DurationVar(&c.measure, "measure", 10*time.Second, "measuring time of each transfer")
 	flag.StringVar(&c.only, "paths", "", "comma-separated path names to run (default all)")
+	flag.BoolVar(&c.share, "share", true, "also run two sessions side by side on the intercontinental path")
 	flag.Parse()
 	c.reps = 3
 	if s := os.Getenv("BENCH_WAN_REPS"); s != "" {
@@ -132,6 +136,13 @@ func run(c config, sets []set) error {
 			}
 		}
 	}
+	shares := ""
+	if c.share {
+		var err error
+		if shares, err = runShares(c, tgt, began); err != nil {
+			return err
+		}
+	}
 	sum := summarize(rows)
 	csvPath := filepath.Join(c.out, "bench-wan.csv")
 	if err := writeCSV(csvPath, rows, sum); err != nil {
@@ -142,6 +153,7 @@ func run(c config, sets []set) error {
 		return err
 	}
 	fmt.Print(markdown(sum, c, time.Since(began)))
+	fmt.Print(shares)
 	fmt.Fprintf(os.Stderr, "wrote %s and %s\n", csvPath, pngPath)
 	return nil
 }
@@ -149,63 +161,91 @@ func run(c config, sets []set) error {
 // runOne starts a server, a relay and a client for one stack and measures.
 func runOne(c config, tgt *target, s set, p wanPath, stack string, seed uint64) (result, error) {
 	var res result
-	sport, err := demo.FreePort("udp")
-	if err != nil {
-		return res, err
-	}
-	cport, err := demo.FreePort("tcp")
-	if err != nil {
-		return res, err
-	}
-	saddr := fmt.Sprintf("127.0.0.1:%d", sport)
-	caddr := fmt.Sprintf("127.0.0.1:%d", cport)
 	link := netem.Link{Rate: p.Rate, Delay: p.Delay, Loss: p.Loss, QueueDelay: queueBound}
-	relay, err := netem.Start(netem.Config{Listen: "127.0.0.1:0", Upstream: saddr, Up: link, Down: link, Seed: seed})
+	relay, err := netem.Start(netem.Config{Listen: "127.0.0.1:0", Upstream: "127.0.0.1:9", Up: link, Down: link, Seed: seed})
 	if err != nil {
 		return res, err
 	}
 	defer relay.Close()
+	st, err := startStack(c, tgt, s, relay, stack)
+	if err != nil {
+		return res, err
+	}
+	defer st.stop()
+	if res, err = download(st.caddr, c.warmup, c.measure); err != nil {
+		return res, st.fail(err)
+	}
+	if res.UpMbps, err = upload(st.caddr, tgt, c.warmup, c.measure); err != nil {
+		return res, st.fail(err)
+	}
+	res.Up, res.Down = relay.Up(), relay.Down()
+	if st.server.Exited() || st.client.Exited() {
+		return res, st.fail(fmt.Errorf("a process exited during the run"))
+	}
+	return res, nil
+}
 
+// stackRun is one stack's server and client, the client reaching the server
+// through its own entrance of a relay.
+type stackRun struct {
+	server, client *demo.Proc
+	caddr          string
+}
+
+func (s *stackRun) stop() {
+	s.client.Stop(5 * time.Second)
+	s.server.Stop(5 * time.Second)
+}
+
+func (s *stackRun) fail(err error) error {
+	return fmt.Errorf("%w\n%s\n%s", err, s.server.Describe(), s.client.Describe())
+}
+
+// startStack starts a server and a client of stack with the set's flags,
+// the client going through a new entrance of relay, and waits until the
+// tunnel carries an echo.
+func startStack(c config, tgt *target, s set, relay *netem.Relay, stack string) (*stackRun, error) {
+	sport, err := demo.FreePort("udp")
+	if err != nil {
+		return nil, err
+	}
+	cport, err := demo.FreePort("tcp")
+	if err != nil {
+		return nil, err
+	}
+	saddr := fmt.Sprintf("127.0.0.1:%d", sport)
+	caddr := fmt.Sprintf("127.0.0.1:%d", cport)
+	entrance, err := relay.AddEntrance(saddr)
+	if err != nil {
+		return nil, err
+	}
 	var sargs, cargs []string
 	var sbin, cbin string
 	switch stack {
 	case stackRef:
 		sbin, cbin = filepath.Join(c.bin, "refkcptun"), filepath.Join(c.bin, "refkcptun")
 		sargs = []string{"server", "-l", saddr, "-t", tgt.addr(), "--key", benchKey}
-		cargs = []string{"client", "-l", caddr, "-r", relay.Addr().String(), "--key", benchKey}
+		cargs = []string{"client", "-l", caddr, "-r", entrance.String(), "--key", benchKey}
 	default:
 		sbin, cbin = demo.BinaryPath(c.bin, "smuxtun-server"), demo.BinaryPath(c.bin, "smuxtun-client")
 		sargs = []string{"--listen", saddr, "--target", tgt.addr(), "--key", benchKey, "--quiet"}
-		cargs = []string{"--localaddr", caddr, "--remoteaddr", relay.Addr().String(), "--key", benchKey, "--quiet"}
+		cargs = []string{"--localaddr", caddr, "--remoteaddr", entrance.String(), "--key", benchKey, "--quiet"}
 	}
 	sargs = append(sargs, s.Flags...)
 	cargs = append(cargs, s.Flags...)
-	server, err := demo.StartProc(stack+"-server", sbin, sargs...)
-	if err != nil {
-		return res, err
+	st := &stackRun{caddr: caddr}
+	if st.server, err = demo.StartProc(stack+"-server", sbin, sargs...); err != nil {
+		return nil, err
 	}
-	defer server.Stop(5 * time.Second)
 	time.Sleep(200 * time.Millisecond) // the server binds its UDP port
-	client, err := demo.StartProc(stack+"-client", cbin, cargs...)
-	if err != nil {
-		return res, err
-	}
-	defer client.Stop(5 * time.Second)
-	fail := func(err error) (result, error) {
-		return res, fmt.Errorf("%w\n%s\n%s", err, server.Describe(), client.Describe())
+	if st.client, err = demo.StartProc(stack+"-client", cbin, cargs...); err != nil {
+		st.server.Stop(5 * time.Second)
+		return nil, err
 	}
 	if err := waitReady(caddr, 30*time.Second); err != nil {
-		return fail(err)
+		err = st.fail(err)
+		st.stop()
+		return nil, err
 	}
-	if res, err = download(caddr, c.warmup, c.measure); err != nil {
-		return fail(err)
-	}
-	if res.UpMbps, err = upload(caddr, tgt, c.warmup, c.measure); err != nil {
-		return fail(err)
-	}
-	res.Up, res.Down = relay.Up(), relay.Down()
-	if server.Exited() || client.Exited() {
-		return fail(fmt.Errorf("a process exited during the run"))
-	}
-	return res, nil
+	return st, nil
 }
