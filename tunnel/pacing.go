@@ -1,10 +1,8 @@
 package tunnel
 
 import (
-	"fmt"
 	"math"
 	"net"
-	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -73,6 +71,9 @@ type pacedLink interface {
 // pacerConfig is the part of the settings the pacer uses.
 type pacerConfig struct {
 	mss int // payload bytes per KCP packet
+	// sndFloor and rcvFloor are the windows kcptun would use (its
+	// defaults): the automatic windows never go below them.
+	sndFloor, rcvFloor int
 	// ackDelay is how long a KCP receiver may sit on an acknowledgement
 	// (its flush interval): RTT samples carry up to that much noise.
 	ackDelay       time.Duration
@@ -145,10 +146,18 @@ func (p *pacer) refill(now time.Time) {
 	}
 }
 
+// lanRTT is the round trip below which a path has no queue worth pacing
+// for (a LAN, or loopback): there the pacer only sizes the windows.
+const lanRTT = 5 * time.Millisecond
+
 // SendBudget waits until the link may take more data and returns how many
-// bytes the next batch may carry.
+// bytes the next batch may carry; 0 when the pacer does not limit.
 func (p *pacer) SendBudget() int {
 	p.mu.Lock()
+	if p.minRTT > 0 && p.minRTT < lanRTT {
+		p.mu.Unlock()
+		return 0
+	}
 	now := p.now()
 	p.refill(now)
 	if p.tokens < 0 {
@@ -173,7 +182,9 @@ func (p *pacer) SendBudget() int {
 func (p *pacer) sent(n int) {
 	p.mu.Lock()
 	p.refill(p.now())
-	p.tokens -= float64(n)
+	// The debt is bounded: bytes sent while the pacer did not limit
+	// (a LAN) must not hold up the next batch for long.
+	p.tokens = max(p.tokens-float64(n), -p.burst())
 	p.sentRound += int64(n)
 	p.mu.Unlock()
 }
@@ -219,9 +230,6 @@ func (p *pacer) maybeRoundLocked(now time.Time) {
 		// window did.
 		p.limited = p.limited && sentRate >= 0.7*p.currentRate(now)
 		p.control(srtt-p.minRTT, sentRate)
-		if paceDebug != nil {
-			fmt.Fprintf(paceDebug, "%s %p srtt=%v min=%v rate=%.0f bw=%.0f sent=%.0f startup=%v limited=%v phase=%d snd=%d rcv=%d recv=%.0f\n", now.Format("15:04:05.000"), p, srtt, p.minRTT, p.rate, p.bw, sentRate, p.startup, p.limited, p.phase, p.snd, p.rcv, p.recvRate)
-		}
 	}
 	p.roundStart = now
 	p.roundLen = max(srtt, minRound)
@@ -238,9 +246,12 @@ func (p *pacer) target() time.Duration {
 }
 
 // gains is the pacing gain of each round while cruising: one round probes
-// for more bandwidth, the next drains what the probe queued, then four
+// for more bandwidth, the next drains what the probe queued, then two
 // rounds at the estimate.
-var gains = [...]float64{1.25, 0.8, 1, 1, 1, 1}
+var gains = [...]float64{0, 0.85, 1, 1, 1, 1}
+
+// probeStep is the increase one probe tries, in bytes per second.
+const probeStep = 384 << 10
 
 // control runs once per round with the queueing delay seen at its end and
 // the rate the session sent at during it.
@@ -250,7 +261,7 @@ var gains = [...]float64{1.25, 0.8, 1, 1, 1, 1}
 // is a sample of the path's delivery rate. The pacer keeps the highest
 // confirmed sample (bw) and sends at it times a gain, probing a quarter
 // above it every few rounds, as BBR does with its delivery-rate samples;
-// three probes in a row that the path takes send it back to doubling. A
+// two probes in a row that the path takes send it back to doubling. A
 // queue above the target while the session sends at its estimate means
 // the estimate is too high (the path slowed down, or another session
 // joined): it shrinks by a tenth per round until the queue is short. A
@@ -276,7 +287,10 @@ func (p *pacer) control(queue time.Duration, sentRate float64) {
 		p.wins = 0
 	}
 	if p.startup {
-		if short || !material {
+		// The doubling ends when the queue grows, once the path has
+		// confirmed a rate (the first burst of a session looks like a
+		// queue too).
+		if short || !material || p.bw == 0 {
 			if p.limited {
 				p.rate = min(max(2*p.rate, 2*p.bw), maxPaceRate)
 			}
@@ -291,7 +305,7 @@ func (p *pacer) control(queue time.Duration, sentRate float64) {
 	if grew && p.phase == 1 {
 		// The probe of the last round was delivered in full.
 		p.wins++
-		if p.wins >= 3 {
+		if p.wins >= 2 {
 			p.wins = 0
 			p.startup = true
 			p.rate = min(2*p.bw, maxPaceRate)
@@ -304,7 +318,15 @@ func (p *pacer) control(queue time.Duration, sentRate float64) {
 		p.phase = 1
 		g = gains[1]
 	}
-	p.rate = min(max(g*p.bw, minPaceRate), maxPaceRate)
+	r := g * p.bw
+	if p.phase == 0 {
+		// The probe adds a fixed step, the same for every session
+		// (a quarter of the estimate on a slow path), so that sessions
+		// sharing a path drift towards equal rates: the decreases take
+		// the same fraction from each, the increases the same amount.
+		r = p.bw + min(probeStep, p.bw/4)
+	}
+	p.rate = min(max(r, minPaceRate), maxPaceRate)
 }
 
 // applyWindows sizes the windows from the rate. A lost packet holds the
@@ -317,12 +339,12 @@ func (p *pacer) applyWindows() {
 	rtt := max(p.roundLen, 50*time.Millisecond)
 	rto := p.link.RTO()
 	snd := int(math.Ceil(p.rate * (3*rtt + 2*rto).Seconds() / float64(p.cfg.mss)))
-	snd = min(max(snd, autoSndMin), autoSndMax)
+	snd = min(max(snd, autoSndMin, p.cfg.sndFloor), autoSndMax)
 	if p.snd == 0 {
 		snd = max(snd, initAutoSnd)
 	}
 	rcv := int(math.Ceil(p.recvRate * (4*rtt + 2*rto).Seconds() / float64(p.cfg.mss)))
-	rcv = min(max(rcv, autoRcvMin, p.rcv), autoRcvMax) // never shrinks: the peer may have data in flight for it
+	rcv = min(max(rcv, autoRcvMin, p.cfg.rcvFloor, p.rcv), autoRcvMax) // never shrinks: the peer may have data in flight for it
 	if p.cfg.sndCap > 0 {
 		snd = min(snd, p.cfg.sndCap)
 	}
@@ -334,14 +356,6 @@ func (p *pacer) applyWindows() {
 		p.link.SetWindows(snd, rcv)
 	}
 }
-
-var paceDebug = func() *os.File {
-	if n := os.Getenv("SMUXTUN_PACE_DEBUG"); n != "" {
-		f, _ := os.Create(fmt.Sprintf("%s.%d", n, os.Getpid()))
-		return f
-	}
-	return nil
-}()
 
 // kcpLink is a live kcp-go session seen by the pacer.
 type kcpLink struct{ s *kcp.UDPSession }

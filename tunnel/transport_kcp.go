@@ -65,6 +65,7 @@ func (t *kcpTransport) session(s *kcp.UDPSession) net.Conn {
 	}
 	return newPacedConn(s, pacerConfig{
 		mss: max(mtu-60, 64), sndCap: t.sndCap, rcvCap: t.rcvCap,
+		sndFloor: t.sndWnd, rcvFloor: t.rcvWnd,
 		ackDelay: time.Duration(t.interval) * time.Millisecond,
 	})
 }
