@@ -248,7 +248,7 @@ func (p *pacer) target() time.Duration {
 // gains is the pacing gain of each round while cruising: one round probes
 // for more bandwidth, the next drains what the probe queued, then two
 // rounds at the estimate.
-var gains = [...]float64{0, 0.85, 1, 1, 1, 1}
+var gains = [...]float64{0, 0.9, 1, 1, 1, 1}
 
 // probeStep is the increase one probe tries, in bytes per second.
 const probeStep = 384 << 10
@@ -268,11 +268,10 @@ const probeStep = 384 << 10
 // session that sends little did not build the queue and ignores it.
 func (p *pacer) control(queue time.Duration, sentRate float64) {
 	short := queue <= p.target()
-	ref := p.bw
-	if ref == 0 {
-		ref = p.rate
-	}
-	material := sentRate >= 0.5*ref
+	// A session sending well below its rate (the acknowledgements and
+	// window updates of a download, a few requests) did not build the
+	// queue: it neither slows down nor leaves startup because of it.
+	material := sentRate >= 0.5*p.rate
 	old := p.bw
 	if short && p.prevSent > p.bw {
 		p.bw = p.prevSent

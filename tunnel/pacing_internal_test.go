@@ -234,3 +234,20 @@ func TestPacerWindows(t *testing.T) {
 		t.Errorf("windows %d/%d with --sndwnd 256 --rcvwnd 300", g.snd, g.rcv)
 	}
 }
+
+// A session that only sent acknowledgements and window updates while a
+// download kept the path's queue up (an upload right after a download)
+// must not have learnt a tiny rate from that time: once it has bulk data
+// it ramps up to its share within seconds.
+func TestPacerAfterAnApplicationLimitedSpell(t *testing.T) {
+	bulk, quiet := &simFlow{}, &simFlow{offered: 2e3}
+	path := interPath(8)
+	runSim(path, []*simFlow{bulk, quiet}, []time.Duration{0, 0}, 10*time.Second, 10*time.Second)
+	quiet.offered = 0
+	runSim(path, []*simFlow{bulk, quiet}, []time.Duration{0, 0}, 20*time.Second, 10*time.Second)
+	share := quiet.delivered / (quiet.delivered + bulk.delivered)
+	t.Logf("share of the session that was quiet: %.2f", share)
+	if share < 0.3 {
+		t.Errorf("the session that was quiet got %.2f of the path 10 to 20 s after it started sending, want at least 0.3", share)
+	}
+}
