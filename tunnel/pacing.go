@@ -268,12 +268,18 @@ const probeStep = 384 << 10
 // session that sends little did not build the queue and ignores it.
 func (p *pacer) control(queue time.Duration, sentRate float64) {
 	short := queue <= p.target()
-	// A session sending well below its rate (the acknowledgements and
-	// window updates of a download, a few requests) did not build the
-	// queue: it neither slows down nor leaves startup because of it.
-	material := sentRate >= 0.5*p.rate
+	ref := p.bw
+	if ref == 0 {
+		ref = p.rate
+	}
+	// A session sending well below its estimate did not build the queue:
+	// it neither slows down nor leaves startup because of it.
+	material := sentRate >= 0.5*ref
 	old := p.bw
-	if short && p.prevSent > p.bw {
+	// Only a round the pacer limited starts an estimate: the rate of the
+	// acknowledgements and window updates a download sends back says
+	// nothing about the path. Later rounds may raise it either way.
+	if short && p.prevSent > p.bw && (p.prevLimited || p.bw > 0) {
 		p.bw = p.prevSent
 	}
 	grew := p.bw >= 1.15*old && p.prevLimited
