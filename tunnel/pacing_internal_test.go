@@ -1,10 +1,16 @@
 package tunnel
 
 import (
+	"context"
 	"math/rand/v2"
+	"net"
+	"reflect"
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/smuxtun/smuxtun/config"
+	kcp "github.com/xtaci/kcp-go/v5"
 )
 
 // simPath is a bottleneck shared by simulated sessions: a rate in bytes
@@ -249,5 +255,46 @@ func TestPacerAfterAnApplicationLimitedSpell(t *testing.T) {
 	t.Logf("share of the session that was quiet: %.2f", share)
 	if share < 0.3 {
 		t.Errorf("the session that was quiet got %.2f of the path 10 to 20 s after it started sending, want at least 0.3", share)
+	}
+}
+
+// --nopacing hands kcp-go's session to the mux as it is, with the windows
+// given; without it the session is paced, and windows the user set are the
+// pacer's ceilings.
+func TestNoPacingIsKcptunBehaviour(t *testing.T) {
+	dial := func(tweak func(*config.Common)) net.Conn {
+		t.Helper()
+		cfg := config.DefaultClient()
+		baseCommon(pairOpts{}, &cfg.Common)
+		tweak(&cfg.Common)
+		set, err := newSettings(cfg.Common, testLogger())
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := set.tr.dial(context.Background(), "127.0.0.1:9")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	if c := dial(func(c *config.Common) { c.NoPacing = true }); reflect.TypeOf(c) != reflect.TypeFor[*kcp.UDPSession]() {
+		t.Errorf("--nopacing: the mux gets a %T, want kcp-go's *kcp.UDPSession", c)
+	}
+	c := dial(func(c *config.Common) { c.SndWnd, c.SndWndSet, c.RcvWnd, c.RcvWndSet = 300, true, 700, true })
+	pc, ok := c.(*pacedConn)
+	if !ok {
+		t.Fatalf("default: the mux gets a %T, want a paced session", c)
+	}
+	if pc.p.cfg.sndCap != 300 || pc.p.cfg.rcvCap != 700 {
+		t.Errorf("--sndwnd 300 --rcvwnd 700: pacer ceilings %d/%d", pc.p.cfg.sndCap, pc.p.cfg.rcvCap)
+	}
+	if pc.p.snd > 300 || pc.p.rcv != 700 {
+		t.Errorf("--sndwnd 300 --rcvwnd 700: windows applied %d/%d", pc.p.snd, pc.p.rcv)
+	}
+	pc = dial(func(*config.Common) {}).(*pacedConn)
+	if pc.p.cfg.sndCap != 0 || pc.p.cfg.rcvCap != 0 || pc.p.cfg.sndFloor != 128 || pc.p.cfg.rcvFloor != 512 {
+		t.Errorf("no windows given: ceilings %d/%d, floors %d/%d; want none and kcptun's client defaults 128/512",
+			pc.p.cfg.sndCap, pc.p.cfg.rcvCap, pc.p.cfg.sndFloor, pc.p.cfg.rcvFloor)
 	}
 }

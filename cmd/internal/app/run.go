@@ -11,6 +11,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"os/signal"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -56,7 +57,8 @@ func run(parent context.Context, b *binary, version string, stderr io.Writer) er
 	// The first line says what starts and with which settings; whatever
 	// follows (warnings, listeners, errors) reads in that light.
 	startArgs := []any{"program", b.kind.Name(), "version", version, "crypt", cfg.Crypt, "mode", cfg.Mode,
-		"transport", cfg.Transport, "mtu", cfg.MTU, "sndwnd", cfg.SndWnd, "rcvwnd", cfg.RcvWnd,
+		"transport", cfg.Transport, "mtu", cfg.MTU, "sndwnd", window(cfg.SndWnd, cfg.SndWndSet, cfg.NoPacing),
+		"rcvwnd", window(cfg.RcvWnd, cfg.RcvWndSet, cfg.NoPacing), "pacing", !cfg.NoPacing,
 		"datashard", cfg.DataShard, "parityshard", cfg.ParityShard, "smuxver", cfg.SmuxVer, "nocomp", cfg.NoComp}
 	if cfg.QPP {
 		// A peer with other pads garbles every stream without an error
@@ -150,4 +152,16 @@ func servePprof(addr string, log *slog.Logger) (func(), error) {
 	}()
 	log.Info("pprof listening", "addr", ln.Addr().String())
 	return func() { srv.Close() }, nil
+}
+
+// window is how the starting line shows a KCP window: the number when it is
+// fixed, "auto" when the pacer sizes it, "auto<=N" when the user capped it.
+func window(n int, set, noPacing bool) string {
+	switch {
+	case noPacing:
+		return strconv.Itoa(n)
+	case set:
+		return "auto<=" + strconv.Itoa(n)
+	}
+	return "auto"
 }
