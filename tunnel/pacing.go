@@ -97,6 +97,7 @@ type pacer struct {
 	wins        int     // probes in a row the path took
 	prevSent    float64 // the sending rate of the previous round
 	prevLimited bool
+	busyRounds  int // rounds of startup the session sent in
 	roundStart  time.Time
 	roundLen    time.Duration
 	limited     bool  // a batch waited for the pacer during this round
@@ -292,10 +293,13 @@ func (p *pacer) control(queue time.Duration, sentRate float64) {
 		p.wins = 0
 	}
 	if p.startup {
-		// The doubling ends when the queue grows, once the path has
-		// confirmed a rate (the first burst of a session looks like a
+		// The doubling ends when the queue grows, from the second
+		// round the session sends in on (its first burst looks like a
 		// queue too).
-		if short || !material || p.bw == 0 {
+		if material {
+			p.busyRounds++
+		}
+		if short || !material || p.busyRounds < 2 {
 			if p.limited {
 				p.rate = min(max(2*p.rate, 2*p.bw), maxPaceRate)
 			}
@@ -303,6 +307,10 @@ func (p *pacer) control(queue time.Duration, sentRate float64) {
 		}
 		p.startup = false
 		p.phase = 0 // the next round drains
+		// This round sent at about twice what the path took before the
+		// queue grew: half of it is a better start than the last
+		// confirmed rate, which may be from a round or two earlier.
+		p.bw = max(p.bw, sentRate/2)
 	}
 	if p.bw == 0 {
 		return
