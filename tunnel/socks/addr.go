@@ -63,13 +63,18 @@ func addrFromNet(a net.Addr) (Addr, error) {
 }
 
 // hostFromName turns a DOMAINNAME field (or an HTTP authority's host) into
-// Addr.Host: an IP literal becomes its canonical form, anything else must be
-// 1..255 bytes of printable ASCII.
+// Addr.Host: an IP literal becomes its canonical form (one with a zone is
+// refused), anything else must be 1..255 bytes of printable ASCII.
 func hostFromName(name []byte) (string, error) {
 	if len(name) == 0 || len(name) > 255 {
 		return "", fmt.Errorf("host name of %d bytes: %w", len(name), ErrBadAddress)
 	}
-	if ip, err := netip.ParseAddr(string(name)); err == nil && ip.Zone() == "" {
+	if ip, err := netip.ParseAddr(string(name)); err == nil {
+		if ip.Zone() != "" {
+			// A zone names an interface of the client's machine: meaningless
+			// at the far end of a tunnel.
+			return "", fmt.Errorf("host %q: IPv6 zone: %w", name, ErrBadAddress)
+		}
 		return ip.String(), nil
 	}
 	for _, c := range name {
