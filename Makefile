@@ -5,7 +5,7 @@
 #   make demo      the whole tunnel on loopback, with a verified transfer
 #   make bench     the mux and tunnel benchmarks (5 runs each, for benchstat)
 #   make bench-wan smuxtun against the kcptun-style reference stack on four
-#                  emulated internet paths (~11 min; BENCH_WAN_REPS, BENCH_WAN_BIGWIN)
+#                  emulated internet paths (~14 min; BENCH_WAN_REPS, BENCH_WAN_BIGWIN)
 #   make bench-rawtcp  --tcp against the plain UDP tunnel between two network
 #                  namespaces, throughput and CPU per GB (root, iptables; ~2 min;
 #                  RAWTCP_REPS, RAWTCP_MIB)
