@@ -1,13 +1,9 @@
 package mux_test
 
 import (
-	"bytes"
 	"fmt"
 	"io"
 	"net"
-	"os"
-	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -206,37 +202,10 @@ func readExactly(r io.Reader, buf []byte, want int64) error {
 	return nil
 }
 
-// processCPU returns the CPU time (user and system, all threads) this
-// process has used so far, read from /proc/self/stat; false where there is no
-// such file. Its resolution is a clock tick (10 ms).
-func processCPU() (time.Duration, bool) {
-	raw, err := os.ReadFile("/proc/self/stat")
-	if err != nil {
-		return 0, false
-	}
-	// The fields after the command name, which is in parentheses: state is
-	// the first, utime the 12th and stime the 13th.
-	i := bytes.LastIndexByte(raw, ')')
-	if i < 0 {
-		return 0, false
-	}
-	f := strings.Fields(string(raw[i+1:]))
-	if len(f) < 13 {
-		return 0, false
-	}
-	utime, err1 := strconv.ParseInt(f[11], 10, 64)
-	stime, err2 := strconv.ParseInt(f[12], 10, 64)
-	if err1 != nil || err2 != nil {
-		return 0, false
-	}
-	const tick = 10 * time.Millisecond // USER_HZ is 100 on Linux
-	return time.Duration(utime+stime) * tick, true
-}
-
 // reportCPU adds the CPU time the process used since start, per unit, as a
 // metric: on a machine shared with other work it is steadier than MB/s.
 func reportCPU(b *testing.B, start time.Duration, ok bool, units float64, unit string) {
-	end, ok2 := processCPU()
+	end, ok2 := nettest.ProcessCPU()
 	if ok && ok2 && units > 0 {
 		b.ReportMetric(float64(end-start)/units, "cpu-ns/"+unit)
 	}
@@ -247,7 +216,7 @@ func reportCPU(b *testing.B, start time.Duration, ok bool, units float64, unit s
 // per byte (or per message, for msg shorter than benchChunk).
 func runStreams(b *testing.B, w, r []io.ReadWriteCloser, counts []int, msg []byte, bufs [][]byte) {
 	b.Helper()
-	cpu0, cpuOK := processCPU()
+	cpu0, cpuOK := nettest.ProcessCPU()
 	defer func() {
 		total := 0
 		for _, c := range counts {

@@ -5,6 +5,7 @@ package tunnel
 import (
 	"encoding/binary"
 	"fmt"
+	"github.com/smuxtun/smuxtun/internal/nettest"
 	"io"
 	"net"
 	"sync"
@@ -41,7 +42,7 @@ func benchConns(b *testing.B, tweak func(*config.Common)) {
 			addr := runPair(b, pairOpts{transport: config.TransportKCP, target: startSink(b), tweak: tweak})
 			sinkTransfer(b, addr, payload[:1024]) // warm up the session
 			b.SetBytes(int64(n) * benchSize)
-			cpu0, _ := processCPU()
+			cpu0, _ := nettest.ProcessCPU()
 			b.ResetTimer()
 			for b.Loop() {
 				var wg sync.WaitGroup
@@ -58,7 +59,7 @@ func benchConns(b *testing.B, tweak func(*config.Common)) {
 				}
 			}
 			b.StopTimer()
-			cpu1, _ := processCPU()
+			cpu1, _ := nettest.ProcessCPU()
 			b.ReportMetric((cpu1-cpu0).Seconds()/(float64(b.N)*float64(n)*benchSize/1e9), "cpu-s/GB")
 		})
 	}

@@ -1,16 +1,12 @@
 package tunnel
 
 import (
-	"bytes"
 	"encoding/binary"
+	"github.com/smuxtun/smuxtun/internal/nettest"
 	"io"
 	"net"
-	"os"
-	"strconv"
-	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/smuxtun/smuxtun/config"
 )
@@ -136,7 +132,7 @@ func BenchmarkThroughput(b *testing.B) {
 			addr := p.setup(b, startSink(b))
 			sinkTransfer(b, addr, payload[:1024]) // warm up the session
 			b.SetBytes(benchSize)
-			cpu0, cpuOK := processCPU()
+			cpu0, cpuOK := nettest.ProcessCPU()
 			b.ResetTimer()
 			for b.Loop() {
 				sinkTransfer(b, addr, payload)
@@ -144,35 +140,9 @@ func BenchmarkThroughput(b *testing.B) {
 			b.StopTimer()
 			// CPU time of the whole process (both ends of the tunnel and the
 			// sink) per GB carried: steadier than MB/s on a shared machine.
-			if cpu1, ok := processCPU(); cpuOK && ok {
+			if cpu1, ok := nettest.ProcessCPU(); cpuOK && ok {
 				b.ReportMetric((cpu1-cpu0).Seconds()/(float64(b.N)*benchSize/1e9), "cpu-s/GB")
 			}
 		})
 	}
-}
-
-// processCPU returns the CPU time (user and system) the process has used,
-// from /proc; false where there is no /proc.
-func processCPU() (time.Duration, bool) {
-	raw, err := os.ReadFile("/proc/self/stat")
-	if err != nil {
-		return 0, false
-	}
-	// utime and stime are the 12th and 13th fields after the command name,
-	// which is in parentheses.
-	i := bytes.LastIndexByte(raw, ')')
-	if i < 0 {
-		return 0, false
-	}
-	f := strings.Fields(string(raw[i+1:]))
-	if len(f) < 13 {
-		return 0, false
-	}
-	utime, err1 := strconv.ParseInt(f[11], 10, 64)
-	stime, err2 := strconv.ParseInt(f[12], 10, 64)
-	if err1 != nil || err2 != nil {
-		return 0, false
-	}
-	const tick = 10 * time.Millisecond // USER_HZ is 100 on Linux
-	return time.Duration(utime+stime) * tick, true
 }
