@@ -4,7 +4,6 @@ import (
 	"math"
 	"net"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	kcp "github.com/xtaci/kcp-go/v5"
@@ -19,8 +18,8 @@ import (
 // a long path, big ones fill the router's queue until it drops packets.
 // The pacer finds the rate the path takes by watching the smoothed RTT that
 // kcp-go measures: the RTT above the lowest one seen is time spent in a
-// queue. While that queue stays short the rate grows; when it grows past
-// queueTarget the rate shrinks in proportion to the excess. Random loss
+// queue. While that queue stays short the pacer probes for more; when it
+// stays past its target the rate shrinks (see control). Random loss
 // does not move the RTT, so it does not slow the pacer down (kcp-go's
 // retransmissions and FEC repair it).
 //
@@ -30,10 +29,8 @@ import (
 // queue behind bulk data. It needs nothing from the peer: a kcptun peer
 // only acknowledges, as always.
 //
-// Windows: unless the user gave --sndwnd/--rcvwnd, the send window follows
-// the rate (room for three rounds of data, so that a retransmission never
-// stalls the window) and the receive window is large enough not to be the
-// limit; given windows cap the automatic ones.
+// Windows: unless the user gave --sndwnd/--rcvwnd, they follow the rate
+// (applyWindows); given windows cap the automatic ones.
 
 const (
 	// queueTarget is the queueing delay the pacer lets build up before it
@@ -108,21 +105,29 @@ type pacer struct {
 	drainUntil  time.Time // while before it, the pacer sends at half rate
 	recvRate    float64   // bytes per second read from the peer (smoothed)
 	recvMark    uint64
-	recvCounter func() uint64 // bytes read so far; nil: none
+	recvCounter func() uint64 // bytes read from the session so far; nil: none yet
 
 	snd, rcv int // windows last applied
 }
 
-func newPacer(link pacedLink, cfg pacerConfig, now func() time.Time, recv func() uint64) *pacer {
+func newPacer(link pacedLink, cfg pacerConfig, now func() time.Time) *pacer {
 	t := now()
 	p := &pacer{
-		link: link, cfg: cfg, now: now, recvCounter: recv,
+		link: link, cfg: cfg, now: now,
 		rate: initPaceRate, last: t, startup: true,
 		roundStart: t, roundLen: minRound, minRTTAt: t,
 	}
 	p.tokens = p.burst()
 	p.applyWindows()
 	return p
+}
+
+// countReceived tells the pacer where to read the bytes received so far
+// (the byte meter the session already has), for the receive window.
+func (p *pacer) countReceived(n func() uint64) {
+	p.mu.Lock()
+	p.recvCounter, p.recvMark = n, n()
+	p.mu.Unlock()
 }
 
 // burst is how far the sender may run ahead of the rate: about 2 ms of
@@ -247,8 +252,8 @@ func (p *pacer) target() time.Duration {
 }
 
 // gains is the pacing gain of each round while cruising: one round probes
-// for more bandwidth, the next drains what the probe queued, then two
-// rounds at the estimate.
+// for more bandwidth (a fixed step, not a gain: see control), the next
+// drains what the probe queued, then four rounds at the estimate.
 var gains = [...]float64{0, 0.9, 1, 1, 1, 1}
 
 // probeStep is the increase one probe tries, in bytes per second.
@@ -260,12 +265,12 @@ const probeStep = 384 << 10
 // What a session sent in one round shows in the RTT a round later: if the
 // queue is still short then, the path delivered it, and that sending rate
 // is a sample of the path's delivery rate. The pacer keeps the highest
-// confirmed sample (bw) and sends at it times a gain, probing a quarter
-// above it every few rounds, as BBR does with its delivery-rate samples;
-// two probes in a row that the path takes send it back to doubling. A
-// queue above the target while the session sends at its estimate means
-// the estimate is too high (the path slowed down, or another session
-// joined): it shrinks by a tenth per round until the queue is short. A
+// confirmed sample (bw) and sends at it times a gain, probing a step above
+// it every six rounds, as BBR does with its delivery-rate samples; two
+// probes in a row that the path takes send it back to doubling. A queue
+// above the target while the session sends at its estimate means the
+// estimate is too high (the path slowed down, or another session joined):
+// it shrinks by up to a tenth per round until the queue is short. A
 // session that sends little did not build the queue and ignores it.
 func (p *pacer) control(queue time.Duration, sentRate float64) {
 	short := queue <= p.target()
@@ -385,14 +390,13 @@ const tickEvery = 10 * time.Millisecond
 type pacedConn struct {
 	*kcp.UDPSession
 	p         *pacer
-	read      atomic.Uint64
 	done      chan struct{}
 	closeOnce sync.Once
 }
 
 func newPacedConn(s *kcp.UDPSession, cfg pacerConfig) *pacedConn {
 	c := &pacedConn{UDPSession: s, done: make(chan struct{})}
-	c.p = newPacer(kcpLink{s}, cfg, time.Now, c.read.Load)
+	c.p = newPacer(kcpLink{s}, cfg, time.Now)
 	go c.run()
 	return c
 }
@@ -408,12 +412,6 @@ func (c *pacedConn) run() {
 			c.p.tick()
 		}
 	}
-}
-
-func (c *pacedConn) Read(b []byte) (int, error) {
-	n, err := c.UDPSession.Read(b)
-	c.read.Add(uint64(n))
-	return n, err
 }
 
 func (c *pacedConn) Write(b []byte) (int, error) {

@@ -61,7 +61,7 @@ func runSim(path *simPath, flows []*simFlow, start []time.Duration, d, measureFr
 	for _, f := range flows {
 		f.path = path
 		if f.p == nil {
-			f.p = newPacer(f, pacerConfig{mss: 1300, ackDelay: path.ackDelay}, clock, nil)
+			f.p = newPacer(f, pacerConfig{mss: 1300, ackDelay: path.ackDelay}, clock)
 		} else {
 			f.p.now = clock
 		}
@@ -233,7 +233,7 @@ func TestPacerWindows(t *testing.T) {
 	now := time.Unix(0, 0)
 	g.path = path
 	g.srtt = 200 * time.Millisecond
-	g.p = newPacer(g, pacerConfig{mss: 1300, sndCap: 256, rcvCap: 300}, func() time.Time { return now }, nil)
+	g.p = newPacer(g, pacerConfig{mss: 1300, sndCap: 256, rcvCap: 300}, func() time.Time { return now })
 	g.p.rate = 50e6
 	g.p.applyWindows()
 	if g.snd != 256 || g.rcv != 300 {

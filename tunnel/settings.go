@@ -155,6 +155,9 @@ func capIf(set bool, wnd int) int {
 // client's liveness probe reads it), then snappy framing unless nocomp.
 func (s *settings) wrap(c net.Conn) (io.ReadWriteCloser, *meteredConn) {
 	m := &meteredConn{Conn: c}
+	if pc, ok := c.(*pacedConn); ok {
+		pc.p.countReceived(m.read.Load) // one count of the bytes read, not two
+	}
 	if s.noComp {
 		return m, m
 	}
