@@ -299,3 +299,30 @@ func TestNoPacingIsKcptunBehaviour(t *testing.T) {
 			pc.p.cfg.sndCap, pc.p.cfg.rcvCap, pc.p.cfg.sndFloor, pc.p.cfg.rcvFloor)
 	}
 }
+
+// Below 5 ms of round trip (a LAN, loopback) the pacer does not limit: the
+// mux gets no budget and never waits, however much was just sent.
+func TestPacerStandsAsideOnALAN(t *testing.T) {
+	f := &simFlow{srtt: 2 * time.Millisecond}
+	f.path = interPath(9)
+	now := time.Unix(0, 0)
+	f.p = newPacer(f, pacerConfig{mss: 1300}, func() time.Time { return now })
+	now = now.Add(time.Second)
+	f.p.tick()
+	f.p.sent(64 << 20)
+	start := time.Now()
+	if b := f.p.SendBudget(); b != 0 {
+		t.Errorf("budget %d on a 2 ms path, want 0 (no limit)", b)
+	}
+	if d := time.Since(start); d > 100*time.Millisecond {
+		t.Errorf("SendBudget waited %v on a 2 ms path", d)
+	}
+	f.srtt = 20 * time.Millisecond
+	g := &simFlow{srtt: 20 * time.Millisecond, path: f.path}
+	g.p = newPacer(g, pacerConfig{mss: 1300}, func() time.Time { return now })
+	now = now.Add(time.Second)
+	g.p.tick()
+	if b := g.p.SendBudget(); b <= 0 {
+		t.Errorf("budget %d on a 20 ms path, want a limit", b)
+	}
+}
