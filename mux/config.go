@@ -40,6 +40,11 @@ type Config struct {
 	// opened past it is closed at once (RefusedStreams counts them). Zero
 	// means no cap.
 	MaxStreams int
+
+	// AcceptMarked tells the peer that this side takes marked streams
+	// (OpenMarkedStream, Stream.Marked; see marked.go). Only a server
+	// session accepts them.
+	AcceptMarked bool
 }
 
 // DefaultConfig returns the configuration xtaci/smux uses by default.

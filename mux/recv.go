@@ -24,6 +24,7 @@ type receiver struct {
 	wake  []*Stream
 	slabs atomic.Int32
 	upd   [updSize]byte
+	mark  uint32 // the stream id of the last mark NOP (marked.go), 0 = none
 }
 
 func (s *Session) flushWakeups() {
@@ -115,11 +116,17 @@ func (s *Session) recvLoop() {
 		case cmdNOP:
 			switch h.sid() {
 			case helloID:
-				if !s.peerKnown.Swap(true) && s.ver == 2 {
-					s.peerAllotsCredit()
+				if !s.peerKnown.Swap(true) {
+					if s.ver == 2 {
+						s.peerAllotsCredit()
+					}
+					close(s.helloCh)
 				}
 			case pingID:
 				s.answerPing()
+			case pongID:
+			default:
+				s.recvMarkNOP(h.sid())
 			}
 		}
 		if err != nil {
@@ -131,6 +138,8 @@ func (s *Session) recvLoop() {
 
 func (s *Session) recvSYN(id uint32) error {
 	wantOdd := !s.client // the client opens odd ids, the server even ones
+	mark := s.recv.mark
+	s.recv.mark = 0 // a mark applies only to the SYN right behind it
 	if id == 0 || (id%2 == 1) != wantOdd {
 		return fmt.Errorf("%w: %s opened stream %d, which is not its to open", ErrInvalidProtocol, peerName(s), id)
 	}
@@ -149,6 +158,7 @@ func (s *Session) recvSYN(id uint32) error {
 	}
 	st := newStream(id, s)
 	st.byPeer = true
+	st.marked = mark == id
 	s.peerOpen++
 	s.streams[id] = st
 	s.smu.Unlock()

@@ -31,9 +31,11 @@ type Session struct {
 	// the application before the reader pauses
 	bucket    atomic.Int64
 	bucketSig chan struct{}
-	heard     atomic.Bool // a frame arrived since the last keepalive check
-	peerKnown atomic.Bool // the peer said hello (liveness.go)
-	dataSeen  atomic.Bool // a frame other than NOP arrived since TakeDataSeen
+	heard     atomic.Bool   // a frame arrived since the last keepalive check
+	peerKnown atomic.Bool   // the peer said hello (liveness.go)
+	helloCh   chan struct{} // closed when the peer's hello arrives
+	peerMarks atomic.Bool   // the peer accepts marked streams (marked.go)
+	dataSeen  atomic.Bool   // a frame other than NOP arrived since TakeDataSeen
 	spinners  atomic.Int32
 
 	// version 2 receive accounting (flow.go): credit owed to all streams
@@ -79,12 +81,17 @@ func newSession(conn io.ReadWriteCloser, config *Config, client bool) (*Session,
 		accepts:   make(chan *Stream, acceptBacklog),
 		bucketSig: make(chan struct{}, 1),
 		die:       make(chan struct{}),
+		helloCh:   make(chan struct{}),
 	}
 	if client {
 		s.nextID = 1
 	}
 	s.bucket.Store(int64(config.MaxReceiveBuffer))
 	s.sender.init(s)
+	if config.AcceptMarked {
+		// Before the hello, so that a peer that has the hello knows.
+		s.queueControl(cmdNOP, markID, 0, 0)
+	}
 	s.queueControl(cmdNOP, helloID, 0, 0)
 	go s.recvLoop()
 	if !config.KeepAliveDisabled {
@@ -94,7 +101,9 @@ func newSession(conn io.ReadWriteCloser, config *Config, client bool) (*Session,
 }
 
 // OpenStream opens a new stream to the peer.
-func (s *Session) OpenStream() (*Stream, error) {
+func (s *Session) OpenStream() (*Stream, error) { return s.openStream(false) }
+
+func (s *Session) openStream(marked bool) (*Stream, error) {
 	if s.closed.Load() {
 		return nil, s.closeErr
 	}
@@ -109,7 +118,11 @@ func (s *Session) OpenStream() (*Stream, error) {
 	s.streams[st.id] = st
 	s.smu.Unlock()
 
-	frames := []ctrlFrame{{cmd: cmdSYN, sid: st.id}}
+	frames := make([]ctrlFrame, 0, 3)
+	if marked {
+		frames = append(frames, ctrlFrame{cmd: cmdNOP, sid: st.id})
+	}
+	frames = append(frames, ctrlFrame{cmd: cmdSYN, sid: st.id})
 	if s.ver == 2 {
 		// The window update right behind the SYN reaches the peer before
 		// it can send anything, so the stream never gets more credit than

@@ -51,6 +51,7 @@ type Stream struct {
 	wakeQueued bool // owned by the session's reading goroutine
 
 	byPeer   bool        // the peer opened the stream
+	marked   bool        // the peer opened it with OpenMarkedStream (marked.go)
 	finRecv  atomic.Bool // the peer will send no more data
 	wclosed  atomic.Bool // mirror of wclosedL for lock-free checks
 	shutdown atomic.Bool // Close was called
