@@ -63,13 +63,35 @@ type Client struct {
 	Conn        int    `json:"conn"`        // transport sessions in the pool
 	AutoExpire  int    `json:"autoexpire"`  // seconds, 0 = never
 	ScavengeTTL int    `json:"scavengettl"` // seconds
+	// Forward lists smuxtun's client forwards, LISTEN[/udp]=TARGET
+	// (ParseForward); the server's allow-list decides.
+	Forward []string `json:"forward"`
+	// Socks is where to serve SOCKS5 (and HTTP CONNECT), "" = off;
+	// SocksUser and SocksPass, if either is set, are required from clients.
+	Socks     string `json:"socks"`
+	SocksUser string `json:"socksuser"`
+	SocksPass string `json:"sockspass"`
+	// UDPTimeout closes a UDP flow idle for this many seconds.
+	UDPTimeout int `json:"udptimeout"`
+	// LocalAddrSet records that localaddr came from a flag or the file:
+	// with forwards or SOCKS, the default localaddr is not listened on.
+	LocalAddrSet bool `json:"-"`
 }
+
+// Listens reports whether the client has something to listen on besides
+// localaddr: forwards or SOCKS.
+func (c *Client) Listens() bool { return len(c.Forward) > 0 || c.Socks != "" }
 
 // Server holds the settings of smuxtun-server.
 type Server struct {
 	Common
 	Listen string `json:"listen"` // host:port or host:min-max
 	Target string `json:"target"` // host:port or a unix socket path
+	// Allow lists the targets clients may choose per stream besides
+	// Target (ParseAllowList).
+	Allow []string `json:"allow"`
+	// UDPTimeout closes a UDP flow idle for this many seconds.
+	UDPTimeout int `json:"udptimeout"`
 }
 
 // Transports smuxtun knows.
@@ -111,6 +133,9 @@ func defaultCommon() Common {
 	return c
 }
 
+// DefaultUDPTimeout is how long, in seconds, a UDP flow may stay idle.
+const DefaultUDPTimeout = 60
+
 // DefaultClient returns kcptun's client defaults.
 func DefaultClient() *Client {
 	c := &Client{
@@ -120,6 +145,7 @@ func DefaultClient() *Client {
 		Conn:        1,
 		AutoExpire:  0,
 		ScavengeTTL: 600,
+		UDPTimeout:  DefaultUDPTimeout,
 	}
 	c.SndWnd, c.RcvWnd = 128, 512
 	c.CloseWait = 0
@@ -129,9 +155,10 @@ func DefaultClient() *Client {
 // DefaultServer returns kcptun's server defaults.
 func DefaultServer() *Server {
 	s := &Server{
-		Common: defaultCommon(),
-		Listen: ":29900",
-		Target: "127.0.0.1:12948",
+		Common:     defaultCommon(),
+		Listen:     ":29900",
+		Target:     "127.0.0.1:12948",
+		UDPTimeout: DefaultUDPTimeout,
 	}
 	s.SndWnd, s.RcvWnd = 1024, 1024
 	s.CloseWait = 30

@@ -69,6 +69,11 @@ func LoadJSON(path string, dst any) (ignored []IgnoredKey, err error) {
 		if err = decodeJSON(data, &tmp); err == nil {
 			ignored, err = sortKeys(data, clientKeys, serverKeys, "server")
 			markWindows(data, &tmp.Common)
+			for _, k := range objectKeys(data) {
+				if foldKey(k) == foldKey("localaddr") {
+					tmp.LocalAddrSet = true
+				}
+			}
 		}
 		if err == nil {
 			*d = tmp

@@ -111,6 +111,7 @@ func TestLoadJSONKcptunClientFile(t *testing.T) {
 	want.Conn, want.AutoExpire, want.ScavengeTTL = 4, 60, 30
 	want.MTU, want.RateLimit, want.SndWnd, want.RcvWnd = 1400, 1000000, 256, 2048
 	want.SndWndSet, want.RcvWndSet = true, true // the file names them: they cap the automatic windows
+	want.LocalAddrSet = true
 	want.DataShard, want.ParityShard, want.DSCP = 5, 2, 46
 	want.NoComp, want.AckNodelay = true, true
 	want.NoDelay, want.Interval, want.Resend, want.NoCongestion = 1, 20, 2, 1
@@ -386,7 +387,7 @@ func FuzzLoadJSON(f *testing.F) {
 			// set by the user when it is read back.
 			switch d := dst.(type) {
 			case *Client:
-				d.SndWndSet, d.RcvWndSet = true, true
+				d.SndWndSet, d.RcvWndSet, d.LocalAddrSet = true, true, true
 			case *Server:
 				d.SndWndSet, d.RcvWndSet = true, true
 			}

@@ -185,7 +185,16 @@ func (s *Common) validate(c *checker) {
 // naming the key, the value and the allowed range.
 func (c *Client) Validate() error {
 	var ch checker
-	ch.addr("localaddr", c.LocalAddr, func(a string) error { return checkEndpoint(a, false, true) })
+	if c.LocalAddr != "" || !c.Listens() {
+		ch.addr("localaddr", c.LocalAddr, func(a string) error { return checkEndpoint(a, false, true) })
+	}
+	if _, err := ParseForwards(c.Forward); err != nil {
+		ch.fail(err.(*FieldError))
+	}
+	if c.Socks != "" {
+		ch.addr("socks", c.Socks, func(a string) error { return checkForwardAddr(a, false) })
+	}
+	ch.intRange("udptimeout", c.UDPTimeout, 1, MaxSeconds, " seconds")
 	ch.addr("remoteaddr", c.RemoteAddr, func(a string) error {
 		host, _, _, err := splitAddrRange(a, false)
 		if err == nil && host == "" {
@@ -210,6 +219,10 @@ func (s *Server) Validate() error {
 		return err
 	})
 	ch.addr("target", s.Target, func(a string) error { return checkEndpoint(a, true, false) })
+	if _, err := ParseAllowList(s.Allow); err != nil {
+		ch.fail(err.(*FieldError))
+	}
+	ch.intRange("udptimeout", s.UDPTimeout, 1, MaxSeconds, " seconds")
 	s.Common.validate(&ch)
 	return ch.err
 }

@@ -65,6 +65,12 @@ type Client struct {
 	served  atomic.Bool
 
 	goneWarn *warnLimiter // "server does not answer" and the like
+
+	// forwards and SOCKS (client_forward.go)
+	forwards    []*forwardListener
+	socksLn     net.Listener
+	udpTimeout  time.Duration
+	targetsWarn *warnLimiter
 }
 
 // NewClient checks cfg, builds the transport and binds the local listener
@@ -99,11 +105,22 @@ func NewClient(cfg *config.Client, log *slog.Logger) (*Client, error) {
 		slots:       make([]*slot, n),
 		retired:     make(chan retiredSession),
 		goneWarn:    newWarnLimiter(warnEvery),
+		udpTimeout:  time.Duration(cfg.UDPTimeout) * time.Second,
+		targetsWarn: newWarnLimiter(warnEvery),
+	}
+	if c.udpTimeout <= 0 {
+		c.udpTimeout = config.DefaultUDPTimeout * time.Second
 	}
 	for i := range c.slots {
 		c.slots[i] = newSlot()
 	}
-	if c.ln, err = listenLocal(cfg.LocalAddr); err != nil {
+	if cfg.LocalAddr != "" {
+		if c.ln, err = listenLocal(cfg.LocalAddr); err != nil {
+			return nil, err
+		}
+	}
+	if err := c.listenForwards(); err != nil {
+		c.closeListeners()
 		return nil, err
 	}
 	if set.inClear() {
@@ -147,8 +164,45 @@ func staleSocket(path string) bool {
 	return errors.Is(err, syscall.ECONNREFUSED)
 }
 
-// Addr returns the local listener's address.
-func (c *Client) Addr() net.Addr { return c.ln.Addr() }
+// Addr returns the local listener's address (nil without --localaddr).
+func (c *Client) Addr() net.Addr {
+	if c.ln == nil {
+		return nil
+	}
+	return c.ln.Addr()
+}
+
+// acceptLoop accepts connections on ln and hands each to handle in a
+// goroutine of its own, until ctx ends (nil) or ln fails (an error naming
+// what, the flag it came from).
+func (c *Client) acceptLoop(ctx context.Context, ln net.Listener, what string, handle func(net.Conn)) error {
+	var delay time.Duration
+	for {
+		conn, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			if errors.Is(err, net.ErrClosed) {
+				return fmt.Errorf("%s %s: %w", what, ln.Addr(), err)
+			}
+			// Out of file descriptors and the like: back off, keep serving.
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			c.log.Warn("accept failed", "listen", ln.Addr().String(), "err", err, "retry_in", delay)
+			select {
+			case <-time.After(delay):
+			case <-ctx.Done():
+			}
+			continue
+		}
+		delay = 0
+		c.wg.Add(1)
+		go func() {
+			defer c.wg.Done()
+			handle(conn)
+		}()
+	}
+}
 
 // Serve accepts local connections until ctx is cancelled, then closes the
 // listener and every session, waits for every goroutine it started and
@@ -160,10 +214,14 @@ func (c *Client) Serve(ctx context.Context) error {
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stopListener := context.AfterFunc(ctx, func() { c.ln.Close() })
-	defer stopListener()
+	stopListeners := context.AfterFunc(ctx, c.closeListeners)
+	defer stopListeners()
 
-	c.log.Info("client listening", "local", c.ln.Addr().String(), "remote", c.cfg.RemoteAddr,
+	local := ""
+	if c.ln != nil {
+		local = c.ln.Addr().String()
+	}
+	c.log.Info("client listening", "local", local, "remote", c.cfg.RemoteAddr,
 		"transport", c.set.tr.name(), "conn", len(c.slots), "smuxver", c.set.muxConfig.Version, "comp", !c.set.noComp)
 	for _, sl := range c.slots {
 		c.wg.Add(1)
@@ -172,33 +230,32 @@ func (c *Client) Serve(ctx context.Context) error {
 	c.wg.Add(1)
 	go c.scavenge(ctx)
 
+	errc := make(chan error, 1+len(c.forwards)+1)
+	var serving sync.WaitGroup
+	run := func(f func() error) {
+		serving.Add(1)
+		go func() {
+			defer serving.Done()
+			if err := f(); err != nil {
+				errc <- err
+				cancel()
+			}
+		}()
+	}
+	if c.ln != nil {
+		run(func() error {
+			return c.acceptLoop(ctx, c.ln, "localaddr", func(conn net.Conn) { c.handle(ctx, conn) })
+		})
+	}
+	c.serveForwards(ctx, run)
+	serving.Wait()
 	var serveErr error
-	var delay time.Duration
-	for {
-		conn, err := c.ln.Accept()
-		if err != nil {
-			if ctx.Err() != nil {
-				break
-			}
-			if errors.Is(err, net.ErrClosed) {
-				serveErr = fmt.Errorf("localaddr %s: %w", c.ln.Addr(), err)
-				break
-			}
-			// Out of file descriptors and the like: back off, keep serving.
-			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-			c.log.Warn("accept failed", "err", err, "retry_in", delay)
-			select {
-			case <-time.After(delay):
-			case <-ctx.Done():
-			}
-			continue
-		}
-		delay = 0
-		c.wg.Add(1)
-		go c.handle(ctx, conn)
+	select {
+	case serveErr = <-errc:
+	default:
 	}
 	cancel()
-	c.ln.Close()
+	c.closeListeners()
 	c.wg.Wait()
 	c.log.Info("client stopped")
 	return serveErr
@@ -206,7 +263,6 @@ func (c *Client) Serve(ctx context.Context) error {
 
 // handle carries one local connection to the server.
 func (c *Client) handle(ctx context.Context, conn net.Conn) {
-	defer c.wg.Done()
 	var lastErr error
 	for range openAttempts {
 		cs, err := c.pick(ctx)
@@ -359,6 +415,10 @@ func (c *Client) keep(ctx context.Context, sl *slot) {
 			continue
 		}
 		sl.publish(cs)
+		if c.wantsTargets() {
+			c.wg.Add(1)
+			go c.checkTargets(ctx, cs)
+		}
 		why := c.watch(ctx, cs)
 		sl.unpublish(cs)
 		if time.Since(cs.born) >= stableAfter {

@@ -129,6 +129,10 @@ type pairOpts struct {
 	local     string // client local address, default 127.0.0.1:0
 	conn      int
 	tweak     func(*config.Common)
+	// allow (server), forward and socks (client): client-chosen targets.
+	allow   []string
+	forward []string
+	socks   string
 	// srvLog and cliLog, if set, keep the server's and the client's logs.
 	srvLog, cliLog *syncBuffer
 }
@@ -170,6 +174,7 @@ func runServer(t testing.TB, o pairOpts) (*Server, func()) {
 		cfg.Listen = "127.0.0.1:0"
 	}
 	cfg.Target = o.target
+	cfg.Allow = o.allow
 	srv, err := NewServer(cfg, loggerTo(o.srvLog))
 	if err != nil {
 		t.Fatal(err)
@@ -186,6 +191,10 @@ func runClient(t testing.TB, o pairOpts) (*Client, func()) {
 		cfg.LocalAddr = "127.0.0.1:0"
 	}
 	cfg.RemoteAddr = o.remote
+	cfg.Forward, cfg.Socks = o.forward, o.socks
+	if o.local == "-" {
+		cfg.LocalAddr = ""
+	}
 	if o.conn > 0 {
 		cfg.Conn = o.conn
 	}

@@ -299,9 +299,10 @@ func TestServerLogsFailuresAtWarn(t *testing.T) {
 			t.Fatal(err)
 		}
 		c.Write(frame(2, 3, 0, nil))
-		// Read the server's hello first: closing with unread bytes resets.
+		// Read the server's announcement and hello first: closing with
+		// unread bytes resets.
 		c.SetReadDeadline(time.Now().Add(5 * time.Second))
-		if _, err := io.ReadFull(c, make([]byte, 8)); err != nil {
+		if _, err := io.ReadFull(c, make([]byte, 16)); err != nil {
 			t.Fatal(err)
 		}
 		local := c.LocalAddr().String()

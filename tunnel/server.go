@@ -27,6 +27,10 @@ type Server struct {
 	listeners []net.Listener
 	targetNet string // "tcp" or "unix"
 
+	allow       *config.AllowList // targets clients may choose (server_targets.go)
+	udpTimeout  time.Duration
+	refusedWarn *warnLimiter
+
 	wg     sync.WaitGroup
 	served atomic.Bool
 }
@@ -50,12 +54,27 @@ func NewServer(cfg *config.Server, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{
-		cfg:       *cfg,
-		log:       log,
-		set:       set,
-		targetNet: targetNetwork(cfg.Target),
+	allow, err := buildAllowList(cfg)
+	if err != nil {
+		return nil, err
 	}
+	s := &Server{
+		cfg:         *cfg,
+		log:         log,
+		set:         set,
+		targetNet:   targetNetwork(cfg.Target),
+		allow:       allow,
+		udpTimeout:  time.Duration(cfg.UDPTimeout) * time.Second,
+		refusedWarn: newWarnLimiter(time.Second),
+	}
+	if s.udpTimeout <= 0 {
+		s.udpTimeout = config.DefaultUDPTimeout * time.Second
+	}
+	// Streams whose client names the target (forwards, SOCKS): the server
+	// says it takes them; the allow-list decides.
+	mc := *set.muxConfig
+	mc.AcceptMarked = true
+	set.muxConfig = &mc
 	for p := r.min; p <= r.max; p++ {
 		l, err := set.tr.listen(r.addr(p))
 		if err != nil {
@@ -109,6 +128,9 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	s.log.Info("server listening", "listen", addrs, "target", s.cfg.Target, "transport", s.set.tr.name(),
 		"smuxver", s.set.muxConfig.Version, "comp", !s.set.noComp)
+	if len(s.cfg.Allow) > 0 {
+		s.log.Info("clients may also choose these targets", "allow", s.cfg.Allow)
+	}
 
 	errc := make(chan error, len(s.listeners))
 	var accepting sync.WaitGroup
@@ -198,6 +220,7 @@ func (s *Server) serveSession(ctx context.Context, conn net.Conn) {
 	}()
 	go reportRefused(m, s.log, id, conn.RemoteAddr().String(), s.set.muxConfig.MaxStreams)
 	go watchClient(newLiveness(m, meter, conn), s.log, id, conn.RemoteAddr().String())
+	var flows atomic.Int32 // UDP flows open in this session
 	for {
 		st, err := m.AcceptStream()
 		if err != nil {
@@ -207,6 +230,13 @@ func (s *Server) serveSession(ctx context.Context, conn net.Conn) {
 			return
 		}
 		s.wg.Add(1)
+		if st.Marked() {
+			go func() {
+				defer s.wg.Done()
+				s.serveMarked(ctx, id, m, st, &flows)
+			}()
+			continue
+		}
 		go s.serveStream(ctx, id, m, st)
 	}
 }

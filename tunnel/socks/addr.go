@@ -174,3 +174,21 @@ func readAddr(r io.Reader, buf []byte) (Addr, error) {
 		have++
 	}
 }
+
+// MaxAddrLen is the longest encoded address (ATYP, a 255-byte name, port).
+const MaxAddrLen = maxAddrLen
+
+// AppendAddr appends a in SOCKS form (ATYP|ADDR|PORT) to b; smuxtun's
+// per-stream targets travel in this form too. On error b is returned
+// unchanged.
+func AppendAddr(b []byte, a Addr) ([]byte, error) { return appendAddr(b, a) }
+
+// ReadAddr reads one address in SOCKS form from r, reading no byte past it.
+func ReadAddr(r io.Reader) (Addr, error) {
+	var buf [maxAddrLen]byte
+	return readAddr(r, buf[:])
+}
+
+// ParseAddr parses the address in SOCKS form at the start of b and returns
+// it with the number of bytes it took.
+func ParseAddr(b []byte) (Addr, int, error) { return parseAddr(b) }

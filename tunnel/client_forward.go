@@ -1,0 +1,654 @@
+package tunnel
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/smuxtun/smuxtun/config"
+	"github.com/smuxtun/smuxtun/mux"
+	"github.com/smuxtun/smuxtun/tunnel/socks"
+)
+
+// The client's side of client-chosen targets (target.go): --forward
+// listeners (TCP and UDP) and the --socks server.
+
+const (
+	// helloWait is how long after a session starts the client waits for
+	// the server to say whether it takes client-chosen targets. A smuxtun
+	// server says so in its first frames; kcptun's server never does.
+	helloWait = 3 * time.Second
+	// statusWait bounds the wait for the server's answer to a request: the
+	// server gives up dialling after dialTargetTimeout.
+	statusWait = dialTargetTimeout + 5*time.Second
+	// maxClientFlows is the most UDP flows (source addresses) one UDP
+	// forward keeps; a new source past it replaces the one idle longest.
+	maxClientFlows = 1024
+	// flowQueue is how many datagrams may wait for a flow's stream, and
+	// queueBudget how many bytes all flows of one forward may hold waiting;
+	// past either, datagrams are dropped (as a full network queue would).
+	flowQueue   = 128
+	queueBudget = 8 << 20
+)
+
+// ErrNoTargets is returned when a forward or SOCKS connection reaches a
+// server that does not take client-chosen targets.
+var ErrNoTargets = errors.New("the server does not take client-chosen targets")
+
+// forwardListener is one --forward.
+type forwardListener struct {
+	f   config.Forward
+	dst socks.Addr
+	tcp net.Listener
+	udp *net.UDPConn
+
+	mu     sync.Mutex
+	flows  map[netip.AddrPort]*udpFlow
+	queued atomic.Int64 // bytes waiting in all flows' queues
+}
+
+// ForwardAddrs returns the bound address of each forward, in order.
+func (c *Client) ForwardAddrs() []net.Addr {
+	out := make([]net.Addr, len(c.forwards))
+	for i, fl := range c.forwards {
+		if fl.udp != nil {
+			out[i] = fl.udp.LocalAddr()
+		} else {
+			out[i] = fl.tcp.Addr()
+		}
+	}
+	return out
+}
+
+// SocksAddr returns the SOCKS listener's address, nil without --socks.
+func (c *Client) SocksAddr() net.Addr {
+	if c.socksLn == nil {
+		return nil
+	}
+	return c.socksLn.Addr()
+}
+
+// listenForwards binds every --forward and --socks.
+func (c *Client) listenForwards() error {
+	fs, err := config.ParseForwards(c.cfg.Forward)
+	if err != nil {
+		return err
+	}
+	for _, f := range fs {
+		dst, err := addrOf(f.Target)
+		if err != nil {
+			return fmt.Errorf("forward %s: %w", f, err)
+		}
+		fl := &forwardListener{f: f, dst: dst, flows: make(map[netip.AddrPort]*udpFlow)}
+		c.forwards = append(c.forwards, fl)
+		if f.UDP {
+			ua, err := net.ResolveUDPAddr("udp", f.Listen)
+			if err == nil {
+				fl.udp, err = net.ListenUDP("udp", ua)
+			}
+			if err != nil {
+				return fmt.Errorf("forward %s: %w", f, unwrapOp(err))
+			}
+		} else if fl.tcp, err = net.Listen("tcp", f.Listen); err != nil {
+			return fmt.Errorf("forward %s: %w", f, unwrapOp(err))
+		}
+	}
+	if c.cfg.Socks != "" {
+		if c.socksLn, err = net.Listen("tcp", c.cfg.Socks); err != nil {
+			return fmt.Errorf("socks %s: %w", c.cfg.Socks, unwrapOp(err))
+		}
+	}
+	return nil
+}
+
+// unwrapOp drops a *net.OpError's wrapping, whose message would repeat the
+// address the caller names already.
+func unwrapOp(err error) error {
+	if op, ok := errors.AsType[*net.OpError](err); ok {
+		return op.Err
+	}
+	return err
+}
+
+// closeListeners closes every listener of the client.
+func (c *Client) closeListeners() {
+	if c.ln != nil {
+		c.ln.Close()
+	}
+	for _, fl := range c.forwards {
+		if fl.tcp != nil {
+			fl.tcp.Close()
+		}
+		if fl.udp != nil {
+			fl.udp.Close()
+		}
+	}
+	if c.socksLn != nil {
+		c.socksLn.Close()
+	}
+}
+
+// wantsTargets reports whether the client has forwards or SOCKS.
+func (c *Client) wantsTargets() bool { return len(c.forwards) > 0 || c.socksLn != nil }
+
+// serveForwards starts the accept loops of the forwards and SOCKS.
+func (c *Client) serveForwards(ctx context.Context, run func(func() error)) {
+	for _, fl := range c.forwards {
+		c.log.Info("forwarding", "listen", c.forwardAddr(fl), "proto", map[bool]string{false: "tcp", true: "udp"}[fl.f.UDP], "target", fl.f.Target)
+		if fl.udp != nil {
+			run(func() error { return c.serveUDPForward(ctx, fl) })
+			continue
+		}
+		run(func() error {
+			return c.acceptLoop(ctx, fl.tcp, "forward", func(conn net.Conn) { c.handleForward(ctx, conn, fl) })
+		})
+	}
+	if c.socksLn != nil {
+		c.log.Info("serving SOCKS5 and HTTP CONNECT", "listen", c.socksLn.Addr().String(), "auth", c.cfg.SocksUser != "" || c.cfg.SocksPass != "")
+		run(func() error {
+			return c.acceptLoop(ctx, c.socksLn, "socks", func(conn net.Conn) { c.handleSocks(ctx, conn) })
+		})
+	}
+}
+
+func (c *Client) forwardAddr(fl *forwardListener) string {
+	if fl.udp != nil {
+		return fl.udp.LocalAddr().String()
+	}
+	return fl.tcp.Addr().String()
+}
+
+// checkTargets waits for a new session's hello when the client needs
+// client-chosen targets, and says at once if the server does not take them.
+func (c *Client) checkTargets(ctx context.Context, cs *clientSession) {
+	defer c.wg.Done()
+	if err := c.awaitTargets(ctx, cs); err != nil && ctx.Err() == nil && !cs.mux.IsClosed() {
+		c.log.Error("forwards and SOCKS will not work", "session", cs.id, "remote", c.cfg.RemoteAddr, "err", err)
+	}
+}
+
+// awaitTargets waits until the session's server has said whether it takes
+// client-chosen targets (helloWait after the session started at most).
+func (c *Client) awaitTargets(ctx context.Context, cs *clientSession) error {
+	if !cs.mux.PeerAcceptsMarked() {
+		t := time.NewTimer(max(helloWait-time.Since(cs.born), 0))
+		defer t.Stop()
+		select {
+		case <-cs.mux.PeerHello():
+		case <-t.C:
+		case <-cs.mux.CloseChan():
+			return cs.mux.CloseErr()
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	if cs.mux.PeerAcceptsMarked() {
+		return nil
+	}
+	select {
+	case <-cs.mux.PeerHello():
+		return fmt.Errorf("%w: it is a smuxtun-server too old for forwards and SOCKS", ErrNoTargets)
+	default:
+		return fmt.Errorf("%w: it said nothing within %v of the session's start, as kcptun's server does (forwards and --socks need smuxtun-server; --localaddr works with both)", ErrNoTargets, helloWait)
+	}
+}
+
+// openTarget opens a marked stream for kind and dst, sends the request and
+// waits for the server's answer: on success the stream is ready for the
+// connection's bytes or datagrams. A refusal is a *refusedError.
+func (c *Client) openTarget(ctx context.Context, kind streamKind, dst socks.Addr) (*clientSession, *mux.Stream, error) {
+	req, err := appendRequest(nil, kind, dst)
+	if err != nil {
+		return nil, nil, &refusedError{code: socks.ReplyAddrTypeNotSupported, msg: err.Error()}
+	}
+	var lastErr error
+	for range openAttempts {
+		cs, err := c.pick(ctx)
+		if err != nil {
+			return nil, nil, err
+		}
+		if err := c.awaitTargets(ctx, cs); err != nil {
+			if errors.Is(err, ErrNoTargets) {
+				return nil, nil, err
+			}
+			lastErr = err
+			continue
+		}
+		cs.expect(time.Now())
+		st, err := cs.mux.OpenMarkedStream()
+		if err != nil {
+			lastErr = err
+			cs.suspectNow()
+			continue
+		}
+		_ = st.SetDeadline(time.Now().Add(statusWait))
+		if _, err := st.Write(req); err != nil {
+			st.Close()
+			lastErr = err
+			continue
+		}
+		code, msg, err := readStatus(st)
+		_ = st.SetDeadline(time.Time{})
+		if err != nil {
+			st.Close()
+			if errors.Is(err, io.EOF) && !cs.mux.IsClosed() {
+				// The server closed the stream without an answer: it
+				// refused the stream (--maxstreams).
+				return nil, nil, &refusedError{code: socks.ReplyGeneralFailure, msg: "the server closed the stream without an answer"}
+			}
+			lastErr = fmt.Errorf("no answer from the server: %w", err)
+			continue
+		}
+		if code != socks.ReplySucceeded {
+			st.Close()
+			return nil, nil, &refusedError{code: code, msg: msg}
+		}
+		return cs, st, nil
+	}
+	return nil, nil, lastErr
+}
+
+// replyFor is the SOCKS reply code for an openTarget error.
+func replyFor(err error) socks.Reply {
+	if re, ok := errors.AsType[*refusedError](err); ok {
+		return re.code
+	}
+	if errors.Is(err, ErrNoTargets) {
+		return socks.ReplyNotAllowed
+	}
+	return socks.ReplyGeneralFailure
+}
+
+// warnTarget logs a forward or SOCKS connection that could not be carried,
+// at most once per warnEvery per listener and target.
+func (c *Client) warnTarget(msg, listen string, dst string, err error, args ...any) {
+	stats.streamErrors.Add(1)
+	ok, held := c.targetsWarn.allow(msg+listen+" "+dst, time.Now())
+	if !ok {
+		return
+	}
+	args = append(args, "listen", listen, "target", dst, "err", err)
+	if held > 0 {
+		args = append(args, "more_not_logged", held)
+	}
+	c.log.Warn(msg, args...)
+}
+
+// resetConn closes a TCP connection with a reset, which tells the
+// application at once that nothing was carried.
+func resetConn(conn net.Conn) {
+	if tc, ok := conn.(*net.TCPConn); ok {
+		_ = tc.SetLinger(0)
+	}
+	conn.Close()
+}
+
+// handleForward carries one connection of a TCP forward.
+func (c *Client) handleForward(ctx context.Context, conn net.Conn, fl *forwardListener) {
+	cs, st, err := c.openTarget(ctx, kindTCP, fl.dst)
+	if err != nil {
+		resetConn(conn)
+		if ctx.Err() == nil {
+			c.warnTarget("forward failed", fl.tcp.Addr().String(), fl.f.Target, err, "client", conn.RemoteAddr().String())
+		}
+		return
+	}
+	c.serveStream(ctx, cs, conn, st)
+}
+
+// handleSocks serves one SOCKS5 or HTTP CONNECT client.
+func (c *Client) handleSocks(ctx context.Context, conn net.Conn) {
+	req, err := socks.Accept(conn, socks.Config{Username: c.cfg.SocksUser, Password: c.cfg.SocksPass})
+	if err != nil {
+		conn.Close()
+		if ctx.Err() == nil {
+			c.warnTarget("socks request refused", c.socksLn.Addr().String(), "", err, "client", conn.RemoteAddr().String())
+		}
+		return
+	}
+	switch req.Cmd {
+	case socks.CmdConnect:
+		cs, st, err := c.openTarget(ctx, kindTCP, req.Dst)
+		if err != nil {
+			_ = req.Reply(replyFor(err), nil)
+			conn.Close()
+			if ctx.Err() == nil {
+				c.warnTarget("socks connect failed", c.socksLn.Addr().String(), req.Dst.String(), err, "client", conn.RemoteAddr().String())
+			}
+			return
+		}
+		if err := req.Reply(socks.ReplySucceeded, nil); err != nil {
+			st.Close()
+			conn.Close()
+			return
+		}
+		c.serveStream(ctx, cs, req.Conn(), st)
+	case socks.CmdUDPAssociate:
+		c.socksUDP(ctx, req, conn)
+	default:
+		_ = req.Reply(socks.ReplyCommandNotSupported, nil)
+		conn.Close()
+	}
+}
+
+// socksUDP serves a UDP ASSOCIATE: a UDP socket on the address the client
+// reached us at relays the client's datagrams over one stream, each to the
+// destination its header names, until the TCP connection closes.
+func (c *Client) socksUDP(ctx context.Context, req *socks.Request, conn net.Conn) {
+	defer conn.Close()
+	local, _ := netip.ParseAddrPort(conn.LocalAddr().String())
+	remote, _ := netip.ParseAddrPort(conn.RemoteAddr().String())
+	uc, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(local.Addr(), 0)))
+	if err != nil {
+		_ = req.Reply(socks.ReplyGeneralFailure, nil)
+		c.warnTarget("socks udp associate failed", c.socksLn.Addr().String(), "", err, "client", remote.String())
+		return
+	}
+	defer uc.Close()
+	cs, st, err := c.openTarget(ctx, kindAssoc, socks.Addr{})
+	if err != nil {
+		_ = req.Reply(replyFor(err), nil)
+		if ctx.Err() == nil {
+			c.warnTarget("socks udp associate failed", c.socksLn.Addr().String(), "", err, "client", remote.String())
+		}
+		return
+	}
+	defer st.Close()
+	if err := req.Reply(socks.ReplySucceeded, uc.LocalAddr()); err != nil {
+		return
+	}
+	stats.streamsOpened.Add(1)
+	stats.streamsActive.Add(1)
+	defer stats.streamsActive.Add(-1)
+	lvl := c.set.streamLevel()
+	c.log.Log(ctx, lvl, "udp association opened", "session", cs.id, "stream", st.ID(), "client", remote.String(), "udp", uc.LocalAddr().String())
+
+	// The client sends from its own address; the port it announced, if
+	// any, or else the first one it sends from.
+	clientIP := remote.Addr().Unmap()
+	var peer atomic.Pointer[netip.AddrPort]
+	if req.Dst.Port != 0 {
+		p := netip.AddrPortFrom(clientIP, req.Dst.Port)
+		peer.Store(&p)
+	}
+	stream := c.set.streamConn(st)
+	var once sync.Once
+	done := make(chan struct{})
+	end := func() {
+		once.Do(func() {
+			close(done)
+			st.Close()
+			uc.Close()
+			conn.Close()
+		})
+	}
+	var up, down atomic.Int64
+	var wg sync.WaitGroup
+	wg.Add(3)
+	go func() { // application → server
+		defer wg.Done()
+		defer end()
+		w := &datagramWriter{w: stream}
+		buf := make([]byte, MaxDatagram+socks.MaxUDPHeader+1)
+		for {
+			n, from, err := uc.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				if isTransientUDP(err) {
+					continue
+				}
+				return
+			}
+			from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+			if from.Addr() != clientIP {
+				continue // RFC 1928: only the client that asked
+			}
+			if p := peer.Load(); p == nil {
+				peer.Store(&from)
+			} else if *p != from {
+				continue
+			}
+			dst, data, err := socks.ParseUDPDatagram(buf[:n])
+			if err != nil || len(data) > MaxDatagram {
+				continue // no error reply exists for a bad datagram
+			}
+			up.Add(int64(len(data)))
+			if err := w.write(&dst, data); err != nil {
+				return
+			}
+		}
+	}()
+	go func() { // server → application
+		defer wg.Done()
+		defer end()
+		r := newDatagramReader(stream, true)
+		bp := datagramPool.Get().(*[]byte)
+		defer datagramPool.Put(bp)
+		out := make([]byte, 0, 512)
+		for {
+			src, data, err := r.read(*bp)
+			if err != nil {
+				return
+			}
+			p := peer.Load()
+			if p == nil {
+				continue
+			}
+			out, err = socks.AppendUDPDatagram(out[:0], src, data)
+			if err != nil {
+				continue
+			}
+			down.Add(int64(len(data)))
+			_, _ = uc.WriteToUDPAddrPort(out, *p)
+			if cap(out) > 4096 {
+				out = make([]byte, 0, 512)
+			}
+		}
+	}()
+	go func() { // the association lasts as long as the TCP connection
+		defer wg.Done()
+		defer end()
+		_, _ = io.Copy(io.Discard, conn)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		end()
+	case <-cs.mux.CloseChan():
+		end()
+	}
+	wg.Wait()
+	c.log.Log(context.Background(), lvl, "udp association closed", "session", cs.id, "stream", st.ID(), "client", remote.String(),
+		"up", up.Load(), "down", down.Load())
+}
+
+// udpFlow is one source address of a UDP forward, carried by one stream.
+type udpFlow struct {
+	src  netip.AddrPort
+	q    chan []byte
+	last atomic.Int64 // UnixNano of the last datagram either way
+	stop chan struct{}
+	once sync.Once
+}
+
+func (f *udpFlow) close() { f.once.Do(func() { close(f.stop) }) }
+
+// serveUDPForward reads the datagrams of a UDP forward and hands each to
+// the flow of its source address, until ctx ends.
+func (c *Client) serveUDPForward(ctx context.Context, fl *forwardListener) error {
+	c.wg.Add(1)
+	go c.expireFlows(ctx, fl)
+	buf := make([]byte, MaxDatagram+1)
+	for {
+		n, src, err := fl.udp.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			if isTransientUDP(err) {
+				continue
+			}
+			return fmt.Errorf("forward %s: %w", fl.f, err)
+		}
+		if n > MaxDatagram {
+			continue
+		}
+		fl.mu.Lock()
+		f := fl.flows[src]
+		if f == nil {
+			if len(fl.flows) >= maxClientFlows {
+				fl.evictOldestLocked()
+			}
+			f = &udpFlow{src: src, q: make(chan []byte, flowQueue), stop: make(chan struct{})}
+			f.last.Store(time.Now().UnixNano())
+			fl.flows[src] = f
+			c.wg.Add(1)
+			go c.runFlow(ctx, fl, f)
+		}
+		fl.mu.Unlock()
+		if fl.queued.Load()+int64(n) > queueBudget {
+			continue
+		}
+		d := append([]byte(nil), buf[:n]...)
+		select {
+		case f.q <- d:
+			fl.queued.Add(int64(n))
+		default: // the flow's queue is full: dropped
+		}
+	}
+}
+
+// evictOldestLocked closes the flow idle longest.
+func (fl *forwardListener) evictOldestLocked() {
+	var oldest *udpFlow
+	for _, f := range fl.flows {
+		if oldest == nil || f.last.Load() < oldest.last.Load() {
+			oldest = f
+		}
+	}
+	if oldest != nil {
+		delete(fl.flows, oldest.src)
+		oldest.close()
+	}
+}
+
+// expireFlows closes the flows of a UDP forward that were idle for
+// --udptimeout.
+func (c *Client) expireFlows(ctx context.Context, fl *forwardListener) {
+	defer c.wg.Done()
+	t := time.NewTicker(min(c.udpTimeout/4+time.Millisecond, time.Second))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			fl.mu.Lock()
+			for src, f := range fl.flows {
+				delete(fl.flows, src)
+				f.close()
+			}
+			fl.mu.Unlock()
+			return
+		case now := <-t.C:
+			limit := now.Add(-c.udpTimeout).UnixNano()
+			fl.mu.Lock()
+			for src, f := range fl.flows {
+				if f.last.Load() <= limit {
+					delete(fl.flows, src)
+					f.close()
+				}
+			}
+			fl.mu.Unlock()
+		}
+	}
+}
+
+// runFlow carries one UDP flow: it opens the flow's stream, sends the
+// queued datagrams and returns the answers to the flow's source, until the
+// flow is closed (idle, evicted) or its stream ends.
+func (c *Client) runFlow(ctx context.Context, fl *forwardListener, f *udpFlow) {
+	defer c.wg.Done()
+	defer func() {
+		fl.mu.Lock()
+		if fl.flows[f.src] == f {
+			delete(fl.flows, f.src)
+		}
+		fl.mu.Unlock()
+		f.close()
+		for { // give back what is still queued
+			select {
+			case d := <-f.q:
+				fl.queued.Add(-int64(len(d)))
+			default:
+				return
+			}
+		}
+	}()
+	listen := fl.udp.LocalAddr().String()
+	cs, st, err := c.openTarget(ctx, kindUDP, fl.dst)
+	if err != nil {
+		if ctx.Err() == nil {
+			c.warnTarget("udp forward failed", listen, fl.f.Target, err, "client", f.src.String())
+		}
+		return
+	}
+	stats.streamsOpened.Add(1)
+	stats.streamsActive.Add(1)
+	defer stats.streamsActive.Add(-1)
+	lvl := c.set.streamLevel()
+	c.log.Log(ctx, lvl, "udp flow opened", "session", cs.id, "stream", st.ID(), "client", f.src.String(), "target", fl.f.Target)
+	stream := c.set.streamConn(st)
+	var up, down atomic.Int64
+	go func() { // a write waiting for credit ends with the flow
+		select {
+		case <-f.stop:
+		case <-ctx.Done():
+		case <-cs.mux.CloseChan():
+		}
+		st.Close()
+	}()
+	readDone := make(chan struct{})
+	go func() { // server → application
+		defer close(readDone)
+		r := newDatagramReader(stream, false)
+		bp := datagramPool.Get().(*[]byte)
+		defer datagramPool.Put(bp)
+		for {
+			_, data, err := r.read(*bp)
+			if err != nil {
+				f.close()
+				return
+			}
+			f.last.Store(time.Now().UnixNano())
+			down.Add(int64(len(data)))
+			_, _ = fl.udp.WriteToUDPAddrPort(data, f.src)
+		}
+	}()
+	w := &datagramWriter{w: stream}
+loop:
+	for {
+		select {
+		case d := <-f.q:
+			fl.queued.Add(-int64(len(d)))
+			f.last.Store(time.Now().UnixNano())
+			up.Add(int64(len(d)))
+			if err := w.write(nil, d); err != nil {
+				break loop
+			}
+		case <-f.stop:
+			break loop
+		case <-ctx.Done():
+			break loop
+		case <-cs.mux.CloseChan():
+			break loop
+		}
+	}
+	f.close()
+	<-readDone
+	c.log.Log(context.Background(), lvl, "udp flow closed", "session", cs.id, "stream", st.ID(), "client", f.src.String(),
+		"up", up.Load(), "down", down.Load())
+}

@@ -1,0 +1,409 @@
+package tunnel
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/smuxtun/smuxtun/config"
+	"github.com/smuxtun/smuxtun/mux"
+	"github.com/smuxtun/smuxtun/tunnel/socks"
+)
+
+// The server's side of client-chosen targets (target.go): marked streams
+// name their target, which the allow-list must admit.
+
+// requestTimeout bounds the wait for a marked stream's request.
+const requestTimeout = 10 * time.Second
+
+// maxFlowsPerSession caps the UDP flows one session may have open at the
+// server: each holds a socket and a 64 KiB receive buffer.
+const maxFlowsPerSession = 1024
+
+// assocCacheMax bounds the destinations a UDP association remembers (the
+// allow-list's verdicts, resolved names, and where it sent to, which are
+// the only sources whose answers it passes back).
+const assocCacheMax = 256
+
+// buildAllowList compiles --allow plus the server's --target, which is
+// always allowed (unless it is a unix socket path).
+func buildAllowList(cfg *config.Server) (*config.AllowList, error) {
+	patterns := append([]string(nil), cfg.Allow...)
+	if targetNetwork(cfg.Target) == "tcp" {
+		if _, err := config.ParseAllowList([]string{cfg.Target}); err == nil {
+			patterns = append(patterns, cfg.Target)
+		}
+	}
+	return config.ParseAllowList(patterns)
+}
+
+// notAllowedError is a dial refused by the allow-list after resolving.
+type notAllowedError struct{ reason string }
+
+func (e *notAllowedError) Error() string { return e.reason }
+
+// replyOf returns the status code for a dial error.
+func replyOf(err error) socks.Reply {
+	if _, ok := errors.AsType[*notAllowedError](err); ok {
+		return socks.ReplyNotAllowed
+	}
+	return socks.ReplyFor(err)
+}
+
+// dialTarget connects to dst over network ("tcp" or "udp") if the
+// allow-list admits it; a name is checked again on each address it
+// resolves to, at the moment it is dialled.
+func (s *Server) dialTarget(ctx context.Context, network string, dst socks.Addr) (net.Conn, error) {
+	if ok, reason := s.allow.Allowed(dst.Host, dst.Port); !ok {
+		return nil, &notAllowedError{reason}
+	}
+	d := net.Dialer{Timeout: dialTargetTimeout}
+	if _, err := netip.ParseAddr(dst.Host); err != nil {
+		d.Control = func(_, address string, _ syscall.RawConn) error {
+			ap, err := netip.ParseAddrPort(address)
+			if err != nil {
+				return err
+			}
+			if ok, reason := s.allow.AllowedResolved(dst.Host, dst.Port, ap.Addr()); !ok {
+				return &notAllowedError{reason}
+			}
+			return nil
+		}
+	}
+	c, err := d.DialContext(ctx, network, dst.String())
+	if err != nil {
+		if na, ok := errors.AsType[*notAllowedError](err); ok {
+			return nil, na
+		}
+		return nil, err
+	}
+	return c, nil
+}
+
+// refuse answers a request with a failure and logs it once per client and
+// target per warnEvery.
+func (s *Server) refuse(sid uint64, m *mux.Session, st *mux.Stream, kind streamKind, dst socks.Addr, err error) {
+	code := replyOf(err)
+	msg := err.Error()
+	if code != socks.ReplyNotAllowed {
+		msg = fmt.Sprintf("%s: %v", dst, err)
+	}
+	_ = st.SetWriteDeadline(time.Now().Add(time.Second))
+	_, _ = st.Write(appendStatus(nil, code, msg))
+	st.Close()
+	stats.streamErrors.Add(1)
+	remote := remoteOf(m)
+	if ok, held := s.refusedWarn.allow(remote+" "+dst.String(), time.Now()); ok {
+		what := "target refused"
+		if code != socks.ReplyNotAllowed {
+			what = "cannot reach target"
+			stats.targetDialFailures.Add(1)
+		}
+		args := []any{"session", sid, "stream", st.ID(), "client", remote, "kind", kind.String(), "target", dst.String(), "err", msg}
+		if held > 0 {
+			args = append(args, "more_not_logged", held)
+		}
+		s.log.Warn(what, args...)
+	}
+}
+
+// serveMarked serves a stream whose client named its target.
+func (s *Server) serveMarked(ctx context.Context, sid uint64, m *mux.Session, st *mux.Stream, flows *atomic.Int32) {
+	_ = st.SetReadDeadline(time.Now().Add(requestTimeout))
+	kind, dst, err := readRequest(st)
+	_ = st.SetReadDeadline(time.Time{})
+	if err != nil {
+		st.Close()
+		stats.streamErrors.Add(1)
+		s.log.Warn("bad stream request", "session", sid, "stream", st.ID(), "client", remoteOf(m), "err", err)
+		return
+	}
+	switch kind {
+	case kindTCP:
+		target, err := s.dialTarget(ctx, "tcp", dst)
+		if err != nil {
+			s.refuse(sid, m, st, kind, dst, err)
+			return
+		}
+		if _, err := st.Write(appendStatus(nil, socks.ReplySucceeded, "")); err != nil {
+			target.Close()
+			st.Close()
+			return
+		}
+		s.pipeStream(ctx, sid, m, st, target, kind)
+	case kindUDP, kindAssoc:
+		if flows.Add(1) > maxFlowsPerSession {
+			flows.Add(-1)
+			s.refuse(sid, m, st, kind, dst, fmt.Errorf("too many UDP flows in this session (the most is %d)", maxFlowsPerSession))
+			return
+		}
+		defer flows.Add(-1)
+		s.serveUDP(ctx, sid, m, st, kind, dst)
+	}
+}
+
+// pipeStream carries a stream's bytes to and from its target until both
+// are done, and logs the end.
+func (s *Server) pipeStream(ctx context.Context, sid uint64, m *mux.Session, st *mux.Stream, target net.Conn, kind streamKind) {
+	lvl := s.set.streamLevel()
+	stats.streamsOpened.Add(1)
+	stats.streamsActive.Add(1)
+	defer stats.streamsActive.Add(-1)
+	s.log.Log(ctx, lvl, "stream opened", "session", sid, "stream", st.ID(), "kind", kind.String(), "target", target.RemoteAddr().String())
+	res := pipe(s.set.streamConn(st), target, s.set.closeWait, ctx.Done(), m.CloseChan())
+	args := []any{"session", sid, "stream", st.ID(), "up", res.aToB, "down", res.bToA}
+	if res.err != nil {
+		lvl = slog.LevelWarn
+		args = s.set.qppHint(append(args, "remote", remoteOf(m), "err", res.err), res.err)
+	}
+	s.log.Log(context.Background(), lvl, "stream closed", args...)
+}
+
+// serveUDP relays one UDP flow: kindUDP to its one target through a
+// connected socket, kindAssoc to the destination each datagram names
+// through an unconnected one. The flow ends when the client closes the
+// stream, when it sends a malformed frame, or after --udptimeout without
+// a datagram either way.
+func (s *Server) serveUDP(ctx context.Context, sid uint64, m *mux.Session, st *mux.Stream, kind streamKind, dst socks.Addr) {
+	var (
+		conn  *net.UDPConn
+		assoc *assocState
+	)
+	if kind == kindUDP {
+		c, err := s.dialTarget(ctx, "udp", dst)
+		if err != nil {
+			s.refuse(sid, m, st, kind, dst, err)
+			return
+		}
+		conn = c.(*net.UDPConn)
+	} else {
+		c, err := net.ListenUDP("udp", nil)
+		if err != nil {
+			s.refuse(sid, m, st, kind, dst, err)
+			return
+		}
+		conn = c
+		assoc = &assocState{srv: s, verdict: make(map[socks.Addr]netip.AddrPort), sent: make(map[netip.AddrPort]bool)}
+	}
+	defer conn.Close()
+	if _, err := st.Write(appendStatus(nil, socks.ReplySucceeded, "")); err != nil {
+		st.Close()
+		return
+	}
+	stats.streamsOpened.Add(1)
+	stats.streamsActive.Add(1)
+	defer stats.streamsActive.Add(-1)
+	remote := remoteOf(m)
+	lvl := s.set.streamLevel()
+	s.log.Log(ctx, lvl, "udp flow opened", "session", sid, "stream", st.ID(), "client", remote, "kind", kind.String(), "target", dst.String())
+
+	var last atomic.Int64
+	touch := func() { last.Store(time.Now().UnixNano()) }
+	touch()
+	var up, down atomic.Int64
+	done := make(chan struct{})
+	var once sync.Once
+	var flowErr error
+	end := func(err error) {
+		once.Do(func() {
+			flowErr = err
+			close(done)
+			st.Close()
+			conn.Close()
+		})
+	}
+	stream := s.set.streamConn(st)
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { // client → target
+		defer wg.Done()
+		r := newDatagramReader(stream, kind == kindAssoc)
+		bp := datagramPool.Get().(*[]byte)
+		defer datagramPool.Put(bp)
+		for {
+			addr, data, err := r.read(*bp)
+			if err != nil {
+				if errors.Is(err, errBadRequest) {
+					end(err)
+				} else {
+					end(nil)
+				}
+				return
+			}
+			touch()
+			up.Add(int64(len(data)))
+			if kind == kindUDP {
+				_, err = conn.Write(data)
+			} else {
+				var to netip.AddrPort
+				if to, err = assoc.destination(ctx, sid, remote, addr); err == nil {
+					_, err = conn.WriteToUDPAddrPort(data, to)
+				} else {
+					err = nil // refused or unresolvable: dropped, logged
+				}
+			}
+			if err != nil && !isTransientUDP(err) {
+				end(err)
+				return
+			}
+		}
+	}()
+	go func() { // target → client
+		defer wg.Done()
+		w := &datagramWriter{w: stream}
+		buf := make([]byte, MaxDatagram+1)
+		for {
+			n, from, err := conn.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				if isTransientUDP(err) {
+					continue
+				}
+				end(nil)
+				return
+			}
+			if n > MaxDatagram {
+				continue
+			}
+			var src *socks.Addr
+			if assoc != nil {
+				if !assoc.sentTo(from) {
+					continue // only answers from where the client sent to
+				}
+				a := socks.AddrFromAddrPort(from)
+				src = &a
+			}
+			touch()
+			down.Add(int64(n))
+			if err := w.write(src, buf[:n]); err != nil {
+				end(nil)
+				return
+			}
+		}
+	}()
+	idle := time.NewTicker(min(s.udpTimeout/4+time.Millisecond, time.Second))
+	defer idle.Stop()
+wait:
+	for {
+		select {
+		case <-done:
+			break wait
+		case <-ctx.Done():
+			end(nil)
+		case <-m.CloseChan():
+			end(nil)
+		case now := <-idle.C:
+			if now.Sub(time.Unix(0, last.Load())) >= s.udpTimeout {
+				end(nil)
+			}
+		}
+	}
+	wg.Wait()
+	args := []any{"session", sid, "stream", st.ID(), "up", up.Load(), "down", down.Load()}
+	if flowErr != nil {
+		stats.streamErrors.Add(1)
+		s.log.Warn("udp flow closed", append(args, "client", remote, "err", flowErr)...)
+		return
+	}
+	s.log.Log(context.Background(), lvl, "udp flow closed", args...)
+}
+
+// isTransientUDP reports a UDP send or receive error that concerns one
+// datagram (an ICMP port unreachable from an earlier one, a full buffer),
+// not the socket.
+func isTransientUDP(err error) bool {
+	return errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ENOBUFS) ||
+		errors.Is(err, syscall.EHOSTUNREACH) || errors.Is(err, syscall.ENETUNREACH) || errors.Is(err, syscall.EMSGSIZE)
+}
+
+// assocState is a UDP association's memory of its destinations.
+type assocState struct {
+	srv     *Server
+	mu      sync.Mutex
+	verdict map[socks.Addr]netip.AddrPort // admitted destinations, resolved; invalid = refused
+	sent    map[netip.AddrPort]bool
+}
+
+// destination returns where a datagram for addr goes, or an error if the
+// allow-list refuses it or the name does not resolve (logged, limited).
+func (a *assocState) destination(ctx context.Context, sid uint64, remote string, addr socks.Addr) (netip.AddrPort, error) {
+	a.mu.Lock()
+	to, seen := a.verdict[addr]
+	a.mu.Unlock()
+	if seen {
+		if !to.IsValid() {
+			return to, errors.New("refused")
+		}
+		a.markSent(to)
+		return to, nil
+	}
+	to, err := a.resolve(ctx, addr)
+	a.mu.Lock()
+	if len(a.verdict) >= assocCacheMax {
+		clear(a.verdict)
+	}
+	a.verdict[addr] = to
+	a.mu.Unlock()
+	if err != nil {
+		stats.streamErrors.Add(1)
+		if ok, held := a.srv.refusedWarn.allow(remote+" "+addr.String(), time.Now()); ok {
+			args := []any{"session", sid, "client", remote, "kind", kindAssoc.String(), "target", addr.String(), "err", err.Error()}
+			if held > 0 {
+				args = append(args, "more_not_logged", held)
+			}
+			a.srv.log.Warn("target refused", args...)
+		}
+		return netip.AddrPort{}, err
+	}
+	a.markSent(to)
+	return to, nil
+}
+
+func (a *assocState) resolve(ctx context.Context, addr socks.Addr) (netip.AddrPort, error) {
+	allow := a.srv.allow
+	if ok, reason := allow.Allowed(addr.Host, addr.Port); !ok {
+		return netip.AddrPort{}, &notAllowedError{reason}
+	}
+	if ap, ok := addr.AddrPort(); ok {
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	ips, err := net.DefaultResolver.LookupNetIP(ctx, "ip", addr.Host)
+	if err != nil {
+		return netip.AddrPort{}, err
+	}
+	var why string
+	for _, ip := range ips {
+		ok, reason := allow.AllowedResolved(addr.Host, addr.Port, ip)
+		if ok {
+			return netip.AddrPortFrom(ip.Unmap(), addr.Port), nil
+		}
+		why = reason
+	}
+	return netip.AddrPort{}, &notAllowedError{why}
+}
+
+func (a *assocState) markSent(to netip.AddrPort) {
+	a.mu.Lock()
+	if !a.sent[to] {
+		if len(a.sent) >= assocCacheMax {
+			clear(a.sent)
+		}
+		a.sent[to] = true
+	}
+	a.mu.Unlock()
+}
+
+func (a *assocState) sentTo(from netip.AddrPort) bool {
+	from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.sent[from]
+}
