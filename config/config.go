@@ -82,6 +82,15 @@ type Client struct {
 // localaddr: forwards or SOCKS.
 func (c *Client) Listens() bool { return len(c.Forward) > 0 || c.Socks != "" }
 
+// LocalListen returns the localaddr the client listens on: "" when it has
+// forwards or SOCKS and localaddr is only the default.
+func (c *Client) LocalListen() string {
+	if c.Listens() && !c.LocalAddrSet {
+		return ""
+	}
+	return c.LocalAddr
+}
+
 // Server holds the settings of smuxtun-server.
 type Server struct {
 	Common

@@ -185,7 +185,7 @@ func (s *Common) validate(c *checker) {
 // naming the key, the value and the allowed range.
 func (c *Client) Validate() error {
 	var ch checker
-	if c.LocalAddr != "" || !c.Listens() {
+	if c.LocalListen() != "" || !c.Listens() {
 		ch.addr("localaddr", c.LocalAddr, func(a string) error { return checkEndpoint(a, false, true) })
 	}
 	if _, err := ParseForwards(c.Forward); err != nil {

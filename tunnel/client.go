@@ -114,8 +114,8 @@ func NewClient(cfg *config.Client, log *slog.Logger) (*Client, error) {
 	for i := range c.slots {
 		c.slots[i] = newSlot()
 	}
-	if cfg.LocalAddr != "" {
-		if c.ln, err = listenLocal(cfg.LocalAddr); err != nil {
+	if local := cfg.LocalListen(); local != "" {
+		if c.ln, err = listenLocal(local); err != nil {
 			return nil, err
 		}
 	}

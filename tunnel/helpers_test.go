@@ -192,9 +192,7 @@ func runClient(t testing.TB, o pairOpts) (*Client, func()) {
 	}
 	cfg.RemoteAddr = o.remote
 	cfg.Forward, cfg.Socks = o.forward, o.socks
-	if o.local == "-" {
-		cfg.LocalAddr = ""
-	}
+	cfg.LocalAddrSet = o.local != "-"
 	if o.conn > 0 {
 		cfg.Conn = o.conn
 	}

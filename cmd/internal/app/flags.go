@@ -10,11 +10,26 @@ import (
 // Help categories; urfave/cli sorts them by name, which happens to be the
 // order an operator reads them in.
 const (
-	catTunnel = "Connection"
-	catKCP    = "KCP"
-	catMux    = "Mux"
-	catOps    = "Operation"
+	catTunnel  = "Connection"
+	catKCP     = "KCP"
+	catMux     = "Mux"
+	catOps     = "Operation"
+	catTargets = "Forwards and SOCKS"
 )
+
+// localOpt is --localaddr, which also records that the user chose it:
+// with --forward or --socks, the default one is not listened on.
+func localOpt(cfg *config.Client) option {
+	o := strOpt("localaddr", []string{"l"}, catTunnel, &cfg.LocalAddr, "where to accept connections for the server's --target: host:port, or a unix socket path (with --forward or --socks: only when given)")
+	apply := o.apply
+	o.apply = func(c *cli.Context) {
+		apply(c)
+		if c.IsSet("localaddr") {
+			cfg.LocalAddrSet = true
+		}
+	}
+	return o
+}
 
 // option is one command-line flag bound to a field of the configuration:
 // the flag shows the field's default, and apply copies the flag's value into
@@ -45,6 +60,20 @@ func intOpt(name string, aliases []string, cat string, p *int, usage string) opt
 		apply: func(c *cli.Context) {
 			if c.IsSet(name) {
 				*p = c.Int(name)
+			}
+		},
+	}
+}
+
+// listOpt is a repeatable string flag: given on the command line, its
+// values replace the file's list.
+func listOpt(name string, cat string, p *[]string, usage string) option {
+	return option{
+		flag: &cli.StringSliceFlag{Name: name, Category: cat, Usage: usage},
+		key:  name,
+		apply: func(c *cli.Context) {
+			if c.IsSet(name) {
+				*p = c.StringSlice(name)
 			}
 		},
 	}
@@ -126,11 +155,16 @@ func commonOptions(cfg *config.Common) []option {
 // clientOptions binds every smuxtun-client flag to cfg.
 func clientOptions(cfg *config.Client) []option {
 	return append([]option{
-		strOpt("localaddr", []string{"l"}, catTunnel, &cfg.LocalAddr, "where to accept connections: host:port, or a unix socket path"),
+		localOpt(cfg),
 		strOpt("remoteaddr", []string{"r"}, catTunnel, &cfg.RemoteAddr, "the server: host:port, or host:min-max to spread sessions over a port range"),
 		intOpt("conn", nil, catTunnel, &cfg.Conn, "number of transport sessions to the server"),
 		intOpt("autoexpire", nil, catTunnel, &cfg.AutoExpire, "replace a session after this many seconds, 0 = never"),
 		intOpt("scavengettl", nil, catTunnel, &cfg.ScavengeTTL, "close a replaced session this many seconds later even if streams remain, -1 = wait for them"),
+		listOpt("forward", catTargets, &cfg.Forward, "LISTEN=TARGET: carry connections to LISTEN to TARGET, named at the server's end, e.g. 127.0.0.1:2222=10.0.0.5:22; LISTEN/udp=TARGET for UDP (repeatable; the server's --allow must admit TARGET; needs smuxtun-server)"),
+		strOpt("socks", nil, catTargets, &cfg.Socks, "serve SOCKS5 (CONNECT, UDP ASSOCIATE) and HTTP CONNECT on this host:port; names are resolved at the server's end, whose --allow decides (needs smuxtun-server)"),
+		strOpt("socksuser", nil, catTargets, &cfg.SocksUser, "username SOCKS and HTTP clients must give (with --sockspass)"),
+		strOpt("sockspass", nil, catTargets, &cfg.SocksPass, "password SOCKS and HTTP clients must give (with --socksuser)"),
+		intOpt("udptimeout", nil, catTargets, &cfg.UDPTimeout, "seconds a UDP flow may stay idle before it is closed"),
 	}, commonOptions(&cfg.Common)...)
 }
 
@@ -139,5 +173,7 @@ func serverOptions(cfg *config.Server) []option {
 	return append([]option{
 		strOpt("listen", []string{"l"}, catTunnel, &cfg.Listen, "where to accept clients: host:port, or host:min-max for a port range"),
 		strOpt("target", []string{"t"}, catTunnel, &cfg.Target, "where to send each stream: host:port, or a unix socket path"),
+		listOpt("allow", catTargets, &cfg.Allow, "PATTERN: a target clients may choose with --forward or --socks besides --target: host:port, CIDR:port, *.domain:port, ports lo-hi or * (repeatable; loopback and link-local only when named; every pattern widens what anyone with the key reaches)"),
+		intOpt("udptimeout", nil, catTargets, &cfg.UDPTimeout, "seconds a UDP flow may stay idle before it is closed"),
 	}, commonOptions(&cfg.Common)...)
 }
