@@ -20,12 +20,14 @@ import (
 // The server's side of client-chosen targets (target.go): marked streams
 // name their target, which the allow-list must admit.
 
-// requestTimeout bounds the wait for a marked stream's request.
-const requestTimeout = 10 * time.Second
+// requestTimeout bounds the wait for a marked stream's request (a
+// variable for the tests).
+var requestTimeout = 10 * time.Second
 
 // maxFlowsPerSession caps the UDP flows one session may have open at the
-// server: each holds a socket and a 64 KiB receive buffer.
-const maxFlowsPerSession = 1024
+// server: each holds a socket and a 64 KiB receive buffer, so a session's
+// flows hold at most 64 MiB (a variable for the tests).
+var maxFlowsPerSession int32 = 1024
 
 // assocCacheMax bounds the destinations a UDP association remembers (the
 // allow-list's verdicts, resolved names, and where it sent to, which are

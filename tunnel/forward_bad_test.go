@@ -1,0 +1,230 @@
+package tunnel
+
+import (
+	"bytes"
+	"io"
+	"net"
+	"net/netip"
+	"runtime"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/smuxtun/smuxtun/config"
+	"github.com/smuxtun/smuxtun/mux"
+	"github.com/smuxtun/smuxtun/tunnel/socks"
+)
+
+// rawMuxToServer starts a server on the TCP transport in the clear and
+// returns a mux client session to it that has seen the server's hello, and
+// the server's log.
+func rawMuxToServer(t *testing.T, allow []string) (*mux.Session, *syncBuffer) {
+	t.Helper()
+	def := startEcho(t, "tcp", "127.0.0.1:0")
+	plain := func(cc *config.Common) { cc.Crypt = "null" }
+	srv, srvLog := runServerLogged(t, pairOpts{transport: config.TransportTCP, nocomp: true, target: def, allow: allow, tweak: plain})
+	c, err := net.Dial("tcp", srv.Addrs()[0].String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := mux.DefaultConfig()
+	cfg.Version = 2
+	m, err := mux.Client(c, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	select {
+	case <-m.PeerHello():
+	case <-time.After(5 * time.Second):
+		t.Fatal("no hello from the server")
+	}
+	if !m.PeerAcceptsMarked() {
+		t.Fatal("the server did not announce client-chosen targets")
+	}
+	return m, srvLog
+}
+
+// endsWithin reads st until it ends and fails unless that happens within d.
+func endsWithin(t *testing.T, st *mux.Stream, d time.Duration) []byte {
+	t.Helper()
+	st.SetReadDeadline(time.Now().Add(d))
+	b, err := io.ReadAll(st)
+	if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Fatalf("stream still open after %v (read %q)", d, b)
+	}
+	return b
+}
+
+// Malformed requests and datagram frames from a client that has the key:
+// each closes that stream (with a WARN naming the client), never the
+// session, never a panic or a hang.
+func TestMarkedStreamBadInput(t *testing.T) {
+	defer func(d time.Duration) { requestTimeout = d }(requestTimeout)
+	requestTimeout = 300 * time.Millisecond
+	u := startUDPEcho(t, "127.0.0.1:0")
+	leakChecked(t, func(t *testing.T) {
+		m, srvLog := rawMuxToServer(t, []string{u})
+		udpReq, _ := appendRequest(nil, kindUDP, socks.AddrFromAddrPort(mustAddrPort(t, u)))
+		cases := []struct {
+			name string
+			send []byte
+			fin  bool   // half-close after sending
+			want string // in the server's WARN line
+		}{
+			{"unknown kind", []byte{9, 1, 127, 0, 0, 1, 0, 80}, false, "unknown kind 9"},
+			{"unknown address type", []byte{1, 7, 1, 2, 3}, false, "address type"},
+			{"truncated address", []byte{1, 1, 127, 0}, true, "truncated address"},
+			{"port 0", []byte{1, 1, 127, 0, 0, 1, 0, 0}, false, "port 0"},
+			{"empty name", []byte{1, 3, 0, 0, 80}, false, "bad stream request"},
+			{"no request at all", nil, false, "bad stream request"},
+			{"oversized datagram", append(bytes.Clone(udpReq), 0xff, 0xff), false, "65535 bytes"},
+			{"truncated datagram", append(bytes.Clone(udpReq), 0, 100, 1, 2, 3), true, "ended inside a datagram"},
+		}
+		for _, c := range cases {
+			st, err := m.OpenMarkedStream()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(c.send) > 0 {
+				st.Write(c.send)
+			}
+			if c.fin {
+				st.CloseWrite()
+			}
+			endsWithin(t, st, 5*time.Second)
+			st.Close()
+			waitLogWithin(t, 2*time.Second, "server", srvLog, "level=WARN", c.want)
+		}
+		// The session carries on: a good request still works.
+		st, err := m.OpenMarkedStream()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.Close()
+		st.Write(udpReq)
+		code, msg, err := readStatus(st)
+		if err != nil || code != socks.ReplySucceeded {
+			t.Fatalf("good request after the bad ones: %v %q %v", code, msg, err)
+		}
+		w := &datagramWriter{w: st}
+		w.write(nil, []byte("ping"))
+		r := newDatagramReader(st, false)
+		buf := make([]byte, MaxDatagram)
+		st.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, data, err := r.read(buf); err != nil || string(data) != "echo:ping" {
+			t.Fatalf("datagram after the bad ones: %q %v", data, err)
+		}
+	})
+}
+
+func mustAddrPort(t *testing.T, s string) netip.AddrPort {
+	t.Helper()
+	ap, err := netip.ParseAddrPort(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ap
+}
+
+// A client that opens more UDP flows than a session may have is refused
+// past the cap, with a status, and the flows it has keep working.
+func TestUDPFlowsPerSessionCapped(t *testing.T) {
+	defer func(n int32) { maxFlowsPerSession = n }(maxFlowsPerSession)
+	maxFlowsPerSession = 20
+	u := startUDPEcho(t, "127.0.0.1:0")
+	leakChecked(t, func(t *testing.T) {
+		m, srvLog := rawMuxToServer(t, []string{u})
+		req, _ := appendRequest(nil, kindUDP, socks.AddrFromAddrPort(mustAddrPort(t, u)))
+		var open []*mux.Stream
+		refused := 0
+		for range 30 {
+			st, err := m.OpenMarkedStream()
+			if err != nil {
+				t.Fatal(err)
+			}
+			st.Write(req)
+			st.SetReadDeadline(time.Now().Add(5 * time.Second))
+			code, _, err := readStatus(st)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if code == socks.ReplySucceeded {
+				open = append(open, st)
+			} else {
+				refused++
+				st.Close()
+			}
+		}
+		if len(open) != 20 || refused != 10 {
+			t.Fatalf("%d flows open, %d refused; want 20 and 10", len(open), refused)
+		}
+		waitLogWithin(t, 2*time.Second, "server", srvLog, "level=WARN", "too many UDP flows")
+		for _, st := range open {
+			st.Close()
+		}
+	})
+}
+
+// A flood of 10,000 source addresses at a UDP forward: the client keeps at
+// most maxClientFlows flows (the oldest idle one makes room), so the
+// goroutines and streams stay bounded; the forward still answers a new
+// source afterwards.
+func TestUDPForwardFlood(t *testing.T) {
+	if testing.Short() {
+		t.Skip("10,000 sockets")
+	}
+	u := startUDPEcho(t, "127.0.0.1:0")
+	leakChecked(t, func(t *testing.T) {
+		srv, _ := runServer(t, pairOpts{transport: config.TransportTCP, target: u, allow: []string{u}})
+		fwd := "127.0.0.1:" + strconv.Itoa(freePort(t, "udp")) + "/udp=" + u
+		cli, _ := runClient(t, pairOpts{transport: config.TransportTCP, remote: srv.Addrs()[0].String(), forward: []string{fwd}, local: "-"})
+		addr := cli.ForwardAddrs()[0].(*net.UDPAddr)
+		base := runtime.NumGoroutine()
+		peak := 0
+		var heap uint64
+		var mu sync.Mutex
+		const total, batch = 10000, 500
+		for sent := 0; sent < total; sent += batch {
+			conns := make([]*net.UDPConn, 0, batch)
+			for range batch {
+				c, err := net.DialUDP("udp", nil, addr)
+				if err != nil {
+					t.Fatal(err)
+				}
+				conns = append(conns, c)
+				c.Write([]byte("flood"))
+			}
+			mu.Lock()
+			peak = max(peak, runtime.NumGoroutine())
+			var ms runtime.MemStats
+			runtime.ReadMemStats(&ms)
+			heap = max(heap, ms.HeapInuse)
+			mu.Unlock()
+			for _, c := range conns {
+				c.Close()
+			}
+		}
+		fl := cli.forwards[0]
+		fl.mu.Lock()
+		n := len(fl.flows)
+		fl.mu.Unlock()
+		if n > maxClientFlows {
+			t.Fatalf("%d flows after the flood, the cap is %d", n, maxClientFlows)
+		}
+		// Per flow: one goroutine at the client and three at the server.
+		if limit := base + 6*maxClientFlows + 100; peak > limit {
+			t.Fatalf("goroutines peaked at %d during the flood (baseline %d, bound %d)", peak, base, limit)
+		}
+		// Per flow at most a 64 KiB buffer at the server and queued
+		// datagrams at the client (8 MiB for all flows of a forward).
+		if heap > 256<<20 {
+			t.Fatalf("heap in use peaked at %d MiB during the flood, bound 256 MiB", heap>>20)
+		}
+		t.Logf("flows after the flood: %d, goroutines: baseline %d, peak %d, heap peak %d MiB", n, base, peak, heap>>20)
+		if err := udpPairs(addr.String(), 20, 64); err != nil {
+			t.Fatalf("after the flood: %v", err)
+		}
+	})
+}
