@@ -19,7 +19,8 @@ type helpFlag struct {
 	defaultVal string // "" when --help shows none
 }
 
-var helpLine = regexp.MustCompile(`^\s+(--?\S+(?: value)?(?:, --?\S+(?: value)?)*)\s{2,}(.*?)(?: \(default: (.*)\))?$`)
+// A repeatable flag reads "--forward value [ --forward value ]".
+var helpLine = regexp.MustCompile(`^\s+(--?\S+(?: value)?(?:, --?\S+(?: value)?)*)(?: \[ --?\S+ value \])?\s{2,}(.*?)(?: \(default: (.*)\))?$`)
 
 // helpFlags runs binary --help and returns its flags by first name.
 func helpFlags(t *testing.T, binary string) map[string]helpFlag {

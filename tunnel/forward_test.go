@@ -443,3 +443,52 @@ func TestKcptunClientWithAllowList(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A UDP flow idle for --udptimeout is closed at both ends; the next
+// datagram from the same source opens a new flow that works.
+func TestUDPFlowIdleTimeout(t *testing.T) {
+	leakChecked(t, func(t *testing.T) {
+		var srvLog syncBuffer
+		u := startUDPEcho(t, "127.0.0.1:0")
+		srv, _ := runServer(t, pairOpts{transport: config.TransportTCP, target: u, allow: []string{u}, udpTimeout: 1, srvLog: &srvLog})
+		fwd := "127.0.0.1:" + strconv.Itoa(freePort(t, "udp")) + "/udp=" + u
+		cli, _ := runClient(t, pairOpts{transport: config.TransportTCP, remote: srv.Addrs()[0].String(), forward: []string{fwd}, local: "-", udpTimeout: 1})
+		c, err := net.Dial("udp", cli.ForwardAddrs()[0].String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		exchange := func() {
+			t.Helper()
+			buf := make([]byte, 100)
+			for try := 0; ; try++ {
+				c.Write([]byte("hi"))
+				c.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+				if n, err := c.Read(buf); err == nil && string(buf[:n]) == "echo:hi" {
+					return
+				}
+				if try == 10 {
+					t.Fatal("no answer")
+				}
+			}
+		}
+		exchange()
+		fl := cli.forwards[0]
+		flows := func() int {
+			fl.mu.Lock()
+			defer fl.mu.Unlock()
+			return len(fl.flows)
+		}
+		if flows() != 1 {
+			t.Fatalf("%d flows, want 1", flows())
+		}
+		deadline := time.Now().Add(5 * time.Second)
+		for flows() != 0 || len(logLines(&srvLog, `msg="udp flow closed"`)) == 0 {
+			if time.Now().After(deadline) {
+				t.Fatalf("after 5 s with --udptimeout 1: %d flows at the client; server log:\n%s", flows(), srvLog.String())
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		exchange()
+	})
+}

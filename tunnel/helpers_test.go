@@ -133,6 +133,8 @@ type pairOpts struct {
 	allow   []string
 	forward []string
 	socks   string
+	// udpTimeout (seconds) for both ends, 0 = the default
+	udpTimeout int
 	// srvLog and cliLog, if set, keep the server's and the client's logs.
 	srvLog, cliLog *syncBuffer
 }
@@ -175,6 +177,9 @@ func runServer(t testing.TB, o pairOpts) (*Server, func()) {
 	}
 	cfg.Target = o.target
 	cfg.Allow = o.allow
+	if o.udpTimeout > 0 {
+		cfg.UDPTimeout = o.udpTimeout
+	}
 	srv, err := NewServer(cfg, loggerTo(o.srvLog))
 	if err != nil {
 		t.Fatal(err)
@@ -192,6 +197,9 @@ func runClient(t testing.TB, o pairOpts) (*Client, func()) {
 	}
 	cfg.RemoteAddr = o.remote
 	cfg.Forward, cfg.Socks = o.forward, o.socks
+	if o.udpTimeout > 0 {
+		cfg.UDPTimeout = o.udpTimeout
+	}
 	cfg.LocalAddrSet = o.local != "-"
 	if o.conn > 0 {
 		cfg.Conn = o.conn
