@@ -492,3 +492,26 @@ func TestUDPFlowIdleTimeout(t *testing.T) {
 		exchange()
 	})
 }
+
+// With QPP on both ends, forwarded TCP and UDP carry their bytes unchanged
+// (the request and the status are not permuted, everything after is).
+func TestForwardsWithQPP(t *testing.T) {
+	qpp := func(c *config.Common) { c.QPP = true; c.QPPCount = 61 }
+	a := startEcho(t, "tcp", "127.0.0.1:0")
+	u := startUDPEcho(t, "127.0.0.1:0")
+	srv, _ := runServer(t, pairOpts{transport: config.TransportTCP, target: a, allow: []string{u}, tweak: qpp})
+	fwd := []string{
+		"127.0.0.1:" + strconv.Itoa(freePort(t, "tcp")) + "=" + a,
+		"127.0.0.1:" + strconv.Itoa(freePort(t, "udp")) + "/udp=" + u,
+	}
+	cli, _ := runClient(t, pairOpts{transport: config.TransportTCP, remote: srv.Addrs()[0].String(), forward: fwd, tweak: qpp})
+	if err := echoRoundTrip("tcp", cli.ForwardAddrs()[0].String(), randomBytes(t, 300<<10), ioTimeout); err != nil {
+		t.Fatal(err)
+	}
+	if err := udpPairs(cli.ForwardAddrs()[1].String(), 50, 300); err != nil {
+		t.Fatal(err)
+	}
+	if err := echoRoundTrip("tcp", cli.Addr().String(), randomBytes(t, 100<<10), ioTimeout); err != nil {
+		t.Fatal(err)
+	}
+}
