@@ -34,6 +34,7 @@ func TestInvalidInvocations(t *testing.T) {
 	unknownKey := file("unknownkey.json", `{"key": "k", "listen": ":29900", "localadr": ":1"}`)
 	badValue := file("badvalue.json", `{"key": "k", "mtu": 9000}`)
 	qppZero := file("qppzero.json", `{"key": "k", "qpp": true, "qpp-count": 0}`)
+	badForward := file("badforward.json", `{"key": "k", "forward": ["127.0.0.1:2222=10.0.0.5:22", "127.0.0.1:2223"]}`)
 	missing := filepath.Join(dir, "missing.json")
 
 	base := []string{"--key", "k", "-l", "127.0.0.1:0", "-r", "127.0.0.1:29900"}
@@ -76,6 +77,14 @@ func TestInvalidInvocations(t *testing.T) {
 		{"JSON unknown key", []string{"-c", unknownKey}, nil, []string{unknownKey, `unknown key "localadr"`}},
 		{"JSON value out of range", []string{"-c", badValue}, nil, []string{badValue, "mtu 9000"}},
 		{"log file in a missing directory", []string{"--log", filepath.Join(dir, "no", "such", "x.log")}, nil, []string{"log", "no such file"}},
+		{"forward without target", []string{"--forward", "127.0.0.1:2222"}, nil, []string{"--forward", `"127.0.0.1:2222"`, "LISTEN=TARGET"}},
+		{"forward listen port 0", []string{"--forward", "127.0.0.1:0=10.0.0.5:22"}, nil, []string{"--forward", "port 0"}},
+		{"forward target without port", []string{"--forward", "127.0.0.1:2222=10.0.0.5"}, nil, []string{"--forward", `"10.0.0.5"`}},
+		{"forward unknown protocol", []string{"--forward", "127.0.0.1:2222/sctp=10.0.0.5:22"}, nil, []string{"--forward", "sctp"}},
+		{"forward twice on one port", []string{"--forward", "127.0.0.1:2222=a:22", "--forward", ":2222=b:22"}, nil, []string{"--forward", "same TCP address"}},
+		{"socks without port", []string{"--socks", "127.0.0.1"}, nil, []string{"--socks", `"127.0.0.1"`}},
+		{"udptimeout 0", []string{"--udptimeout", "0"}, nil, []string{"--udptimeout", "0"}},
+		{"JSON bad forward", []string{"-c", badForward}, nil, []string{badForward, `"127.0.0.1:2223"`}},
 		{"snmplog in a missing directory", []string{"--snmplog", filepath.Join(dir, "no", "snmp.csv")}, nil, []string{"snmplog", "no such file"}},
 	}
 	for _, tt := range tests {
@@ -255,5 +264,29 @@ func TestKcptunStyleFlags(t *testing.T) {
 	}
 	if code := srv.Stop(t, 5*time.Second); code != 0 {
 		t.Errorf("server exit %d:\n%s", code, srv.Output())
+	}
+}
+
+// A forward list on the command line replaces the file's, and with
+// forwards the default --localaddr is not listened on.
+func TestForwardFlagsReplaceFile(t *testing.T) {
+	fromFile := fmt.Sprintf("127.0.0.1:%d", proctest.FreePort(t, "tcp"))
+	fromFlag := fmt.Sprintf("127.0.0.1:%d", proctest.FreePort(t, "tcp"))
+	conf := proctest.WriteFile(t, "client.json", fmt.Sprintf(`{
+  "remoteaddr": "127.0.0.1:29900",
+  "key": "k",
+  "forward": [%q]
+}`, fromFile+"=10.0.0.5:22"))
+	p := proctest.Start(t, client, proctest.Env(), "-c", conf, "--forward", fromFlag+"=10.0.0.6:22")
+	proctest.WaitTCP(t, p, fromFlag, 5*time.Second)
+	if c, err := net.DialTimeout("tcp", fromFile, 200*time.Millisecond); err == nil {
+		c.Close()
+		t.Errorf("the client listens on the file's forward %s too; the flag's list should replace it", fromFile)
+	}
+	if out := p.Output(); !strings.Contains(out, `local=""`) || !strings.Contains(out, "target=10.0.0.6:22") {
+		t.Errorf("want the default localaddr not listened on and the flag's forward; output:\n%s", out)
+	}
+	if code := p.Stop(t, 5*time.Second); code != 0 {
+		t.Errorf("exit code after SIGTERM %d, want 0; output:\n%s", code, p.Output())
 	}
 }

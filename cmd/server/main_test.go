@@ -35,6 +35,8 @@ func TestInvalidInvocations(t *testing.T) {
 	malformed := file("malformed.json", `{"key": "k" "target": "127.0.0.1:80"}`)
 	wrongType := file("wrongtype.json", `{"key": "k", "nocomp": "yes"}`)
 	unknownKey := file("unknownkey.json", `{"key": "k", "remoteaddr": "vps:29900", "targett": "127.0.0.1:80"}`)
+	badAllow := file("badallow.json", `{"key": "k", "allow": ["10.0.0.5:22", "10.0.0.0/33:22"]}`)
+	allowNotList := file("allownotlist.json", `{"key": "k", "allow": "10.0.0.5:22"}`)
 	missing := filepath.Join(dir, "missing.json")
 
 	base := []string{"--key", "k", "-l", "127.0.0.1:0", "-t", "127.0.0.1:8080"}
@@ -63,6 +65,14 @@ func TestInvalidInvocations(t *testing.T) {
 		{"JSON value of the wrong type", []string{"-c", wrongType}, false, []string{wrongType, `"nocomp"`, "want true or false"}},
 		{"unknown key beside a client key", []string{"-c", unknownKey}, false, []string{unknownKey, `unknown key "targett"`}},
 		{"pprofaddr without pprof", []string{"--pprofaddr", "127.0.0.1:7000"}, false, []string{"--pprofaddr 127.0.0.1:7000", "without --pprof"}},
+		{"allow everything", []string{"--allow", "*"}, false, []string{"--allow", `"*"`, "open proxy"}},
+		{"allow any port of any host", []string{"--allow", "*:*"}, false, []string{"--allow", `"*:*"`}},
+		{"allow bad CIDR", []string{"--allow", "10.0.0.0/8:22", "--allow", "10.0.0.0/33:22"}, false, []string{"--allow", `"10.0.0.0/33:22"`}},
+		{"allow without port", []string{"--allow", "10.0.0.5"}, false, []string{"--allow", `"10.0.0.5"`}},
+		{"allow reversed ports", []string{"--allow", "10.0.0.5:443-80"}, false, []string{"--allow", `"10.0.0.5:443-80"`}},
+		{"udptimeout 0", []string{"--udptimeout", "0"}, false, []string{"--udptimeout", "0"}},
+		{"JSON bad allow pattern", []string{"-c", badAllow}, false, []string{badAllow, `"10.0.0.0/33:22"`}},
+		{"JSON allow not a list", []string{"-c", allowNotList}, false, []string{allowNotList, `"allow"`}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
