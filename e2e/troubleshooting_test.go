@@ -45,7 +45,8 @@ func TestTroubleshootingCoversEveryWarning(t *testing.T) {
 	// Messages put together at run time, or logged at a level chosen at run
 	// time: the settings they name, and the lines themselves.
 	for _, want := range []string{"--nocomp differs", "--smuxver differs", "--key or --crypt", "server does not answer",
-		"packets are not KCP: the client's --crypt differs from this server's", "stream closed", "session closed"} {
+		"packets are not KCP: the client's --crypt differs from this server's", "stream closed", "session closed",
+		"forward failed", "udp forward failed", "socks connect failed", "socks udp associate failed", "socks request refused"} {
 		if !strings.Contains(string(doc), want) {
 			t.Errorf("docs/TROUBLESHOOTING.md does not mention %q", want)
 		}

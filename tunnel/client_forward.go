@@ -195,7 +195,7 @@ func (c *Client) awaitTargets(ctx context.Context, cs *clientSession) error {
 	case <-cs.mux.PeerHello():
 		return fmt.Errorf("%w: it is a smuxtun-server too old for forwards and SOCKS", ErrNoTargets)
 	default:
-		return fmt.Errorf("%w: it said nothing within %v of the session's start, as kcptun's server does (forwards and --socks need smuxtun-server; --localaddr works with both)", ErrNoTargets, helloWait)
+		return fmt.Errorf("%w: it said nothing within %v of the session's start, as kcptun's server does (or it does not answer); forwards and --socks need smuxtun-server, --localaddr works with both", ErrNoTargets, helloWait)
 	}
 }
 
