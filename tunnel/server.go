@@ -270,7 +270,6 @@ func cleanEnd(err error) bool {
 // serveStream connects one stream to the target and pipes between them.
 func (s *Server) serveStream(ctx context.Context, sid uint64, m *mux.Session, st *mux.Stream) {
 	defer s.wg.Done()
-	lvl := s.set.streamLevel()
 	d := net.Dialer{Timeout: dialTargetTimeout}
 	target, err := d.DialContext(ctx, s.targetNet, s.cfg.Target)
 	if err != nil {
@@ -280,17 +279,7 @@ func (s *Server) serveStream(ctx context.Context, sid uint64, m *mux.Session, st
 		s.log.Warn("cannot reach target", "session", sid, "stream", st.ID(), "remote", remoteOf(m), "target", s.cfg.Target, "err", err)
 		return
 	}
-	stats.streamsOpened.Add(1)
-	stats.streamsActive.Add(1)
-	defer stats.streamsActive.Add(-1)
-	s.log.Log(ctx, lvl, "stream opened", "session", sid, "stream", st.ID(), "target", target.RemoteAddr().String())
-	res := pipe(s.set.streamConn(st), target, s.set.closeWait, ctx.Done(), m.CloseChan())
-	args := []any{"session", sid, "stream", st.ID(), "up", res.aToB, "down", res.bToA}
-	if res.err != nil {
-		lvl = slog.LevelWarn
-		args = s.set.qppHint(append(args, "remote", remoteOf(m), "err", res.err), res.err)
-	}
-	s.log.Log(context.Background(), lvl, "stream closed", args...)
+	s.pipeStream(ctx, sid, m, st, target, 0)
 }
 
 // remoteOf is the peer address of a session, for logs.

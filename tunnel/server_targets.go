@@ -152,15 +152,19 @@ func (s *Server) serveMarked(ctx context.Context, sid uint64, m *mux.Session, st
 }
 
 // pipeStream carries a stream's bytes to and from its target until both
-// are done, and logs the end.
+// are done, and logs the end. kind is 0 for a stream to --target.
 func (s *Server) pipeStream(ctx context.Context, sid uint64, m *mux.Session, st *mux.Stream, target net.Conn, kind streamKind) {
 	lvl := s.set.streamLevel()
 	stats.streamsOpened.Add(1)
 	stats.streamsActive.Add(1)
 	defer stats.streamsActive.Add(-1)
-	s.log.Log(ctx, lvl, "stream opened", "session", sid, "stream", st.ID(), "kind", kind.String(), "target", target.RemoteAddr().String())
+	args := []any{"session", sid, "stream", st.ID(), "target", target.RemoteAddr().String()}
+	if kind != 0 {
+		args = append(args, "kind", kind.String())
+	}
+	s.log.Log(ctx, lvl, "stream opened", args...)
 	res := pipe(s.set.streamConn(st), target, s.set.closeWait, ctx.Done(), m.CloseChan())
-	args := []any{"session", sid, "stream", st.ID(), "up", res.aToB, "down", res.bToA}
+	args = []any{"session", sid, "stream", st.ID(), "up", res.aToB, "down", res.bToA}
 	if res.err != nil {
 		lvl = slog.LevelWarn
 		args = s.set.qppHint(append(args, "remote", remoteOf(m), "err", res.err), res.err)
