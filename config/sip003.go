@@ -215,6 +215,13 @@ func checkOptionName(k string) error {
 	if k == "" {
 		return errors.New("empty option name")
 	}
+	// shadowsocks-android adds __android_vpn in VPN mode and expects the
+	// plugin to hand every socket it opens to the VPN service to be
+	// protected; a plugin that ignores it sends its own packets back into
+	// the VPN. smuxtun cannot do that, so it says so instead.
+	if k == "__android_vpn" {
+		return errors.New("set by shadowsocks-android for its VPN mode, which smuxtun does not support (it cannot protect its sockets from the VPN); use proxy-only mode")
+	}
 	if c := k[0]; !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9') {
 		return fmt.Errorf("option name %q must start with a letter or digit (flag names go without dashes, e.g. crypt=aes-128)", k)
 	}

@@ -75,7 +75,8 @@ type binary struct {
 	load     func(path string) ([]config.IgnoredKey, error)
 	validate func() error
 	start    func(log *slog.Logger) (daemon, error)
-	warnings []warning // found by configure, logged by run once the logger exists
+	warnings []warning   // found by configure, logged by run once the logger exists
+	plugin   *pluginMode // set when running as a SIP003 plugin (sip003.go)
 }
 
 // warning is a log line about the configuration that has to wait for the
@@ -111,8 +112,21 @@ func newBinary(kind Kind) *binary {
 // Main runs the binary with args (os.Args) and returns the exit code. Every
 // error is reported as exactly one line on stderr.
 // version and commit are the values stamped into the binary, possibly empty.
+// The SIP003 variables, when set, turn the binary into a shadowsocks plugin
+// (see sip003.go).
 func Main(kind Kind, version, commit string, args []string, stdout, stderr io.Writer) int {
-	err := newApp(newBinary(kind), versionString(version, commit), stdout, stderr).Run(args)
+	return mainEnv(kind, version, commit, args, os.Getenv, stdout, stderr)
+}
+
+// mainEnv is Main reading the SIP003 variables through getenv.
+func mainEnv(kind Kind, version, commit string, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	b := newBinary(kind)
+	args, err := b.pluginArgs(args, getenv)
+	if err == nil {
+		ctx, cancel := b.pluginContext(os.Getppid, parentCheck)
+		err = newApp(b, versionString(version, commit), stdout, stderr).RunContext(ctx, args)
+		cancel()
+	}
 	if err == nil {
 		return exitOK
 	}
@@ -147,7 +161,9 @@ func newApp(b *binary, version string, stdout, stderr io.Writer) *cli.App {
 		UsageText: name + " [flags]",
 		Description: "A kcptun-compatible tunnel: every TCP connection becomes one smux stream over a single " +
 			"KCP (UDP) or TCP link. Settings come from, in order of precedence: flags given on the command line, " +
-			"the -c JSON file, $" + envKey + " or $" + envKcptunKey + " (the key only), the defaults shown below.",
+			"the -c JSON file, $" + envKey + " or $" + envKcptunKey + " (the key only), the defaults shown below. " +
+			"Started by shadowsocks as a SIP003 plugin ($SS_REMOTE_HOST, $SS_REMOTE_PORT, $SS_LOCAL_HOST and $SS_LOCAL_PORT set), " +
+			"it takes its addresses from those variables and its flags from $SS_PLUGIN_OPTIONS, without dashes: key=...;crypt=aes-128;mode=fast2.",
 		Version:         version,
 		Flags:           flags,
 		HideHelpCommand: true,

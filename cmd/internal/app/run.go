@@ -70,6 +70,7 @@ func run(parent context.Context, b *binary, version string, stderr io.Writer) er
 		startArgs = append(startArgs, "tcp", true)
 	}
 	log.Info("starting", startArgs...)
+	b.logPluginMode(log)
 	for _, w := range b.warnings {
 		log.Warn(w.msg, w.args...)
 	}
@@ -127,7 +128,9 @@ func run(parent context.Context, b *binary, version string, stderr io.Writer) er
 	if err := d.Serve(ctx); err != nil {
 		return err
 	}
-	log.Info("stopped")
+	// The reason goes on the last line: "shutting down" may lose the race
+	// with a Serve that returns at once.
+	log.Info("stopped", shutdownReason(ctx)...)
 	return nil
 }
 
