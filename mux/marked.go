@@ -24,7 +24,7 @@ import "errors"
 
 // markID is the stream id of the NOP frame that says "marked streams are
 // welcome here"; it is even, like every reserved NOP id.
-const markID uint32 = 0x6b72616d // "mark" little endian
+const markID uint32 = 0x73746774 // "tgts" little endian
 
 // ErrNotMarkable is returned by OpenMarkedStream when the peer has not
 // said that it accepts marked streams.
@@ -56,9 +56,9 @@ func (st *Stream) Marked() bool { return st.marked }
 // recvMarkNOP handles a NOP whose stream id is not one of the reserved ids.
 func (s *Session) recvMarkNOP(id uint32) {
 	switch {
-	case id == markID:
-		s.peerMarks.Store(true)
 	case s.config.AcceptMarked && !s.client && id%2 == 1:
-		s.recv.mark = id
+		s.recv.mark = id // a client's stream id, whatever its value
+	case id == markID && s.client:
+		s.peerMarks.Store(true)
 	}
 }

@@ -202,3 +202,39 @@ func TestMarkedStreamsPlainSmuxPeer(t *testing.T) {
 	}
 	got.Close()
 }
+
+// Every odd id is a client's stream id, even one that equals a reserved
+// NOP id's value plus one or that a future reserved id might take: the mark
+// must work whatever the id. Raw frames, ids near the reserved ones.
+func TestMarkAnyOddID(t *testing.T) {
+	checkGoroutines(t)
+	c, s := nettest.TCPPair(t)
+	cfg := mux.DefaultConfig()
+	cfg.Version = 2
+	cfg.AcceptMarked = true
+	server, err := mux.Server(s, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer server.Close()
+	defer c.Close()
+	ids := []uint32{0x73746775, 0x736d7479, 0x676e6971, 0x676e6f71, 0x6b72616d, 0xffffffff}
+	var wire []byte
+	for _, id := range ids {
+		wire = append(wire, rawFrame(2, 3, id, nil)...)
+		wire = append(wire, rawFrame(2, 0, id, nil)...)
+	}
+	if _, err := c.Write(wire); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range ids {
+		server.SetDeadline(time.Now().Add(5 * time.Second))
+		st, err := server.AcceptStream()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.ID() != id || !st.Marked() {
+			t.Fatalf("stream %#x marked=%v, want %#x marked", st.ID(), st.Marked(), id)
+		}
+	}
+}
