@@ -228,12 +228,19 @@ func (c *Client) openTarget(ctx context.Context, kind streamKind, dst socks.Addr
 			continue
 		}
 		_ = st.SetDeadline(time.Now().Add(statusWait))
+		// A caller that gives up (shutdown, an evicted flow) ends the wait.
+		stop := context.AfterFunc(ctx, func() { _ = st.SetDeadline(time.Now()) })
 		if _, err := st.Write(req); err != nil {
+			stop()
 			st.Close()
 			lastErr = err
 			continue
 		}
 		code, msg, err := readStatus(st)
+		if !stop() {
+			st.Close()
+			return nil, nil, ctx.Err()
+		}
 		_ = st.SetDeadline(time.Time{})
 		if err != nil {
 			st.Close()
@@ -395,9 +402,10 @@ func (c *Client) socksUDP(ctx context.Context, req *socks.Request, conn net.Conn
 		defer wg.Done()
 		defer end()
 		w := &datagramWriter{w: stream}
-		buf := make([]byte, MaxDatagram+socks.MaxUDPHeader+1)
+		rcv := newUDPReceiver(uc)
+		defer rcv.release()
 		for {
-			n, from, err := uc.ReadFromUDPAddrPort(buf)
+			pkt, _, from, err := rcv.read()
 			if err != nil {
 				if isTransientUDP(err) {
 					continue
@@ -413,7 +421,10 @@ func (c *Client) socksUDP(ctx context.Context, req *socks.Request, conn net.Conn
 			} else if *p != from {
 				continue
 			}
-			dst, data, err := socks.ParseUDPDatagram(buf[:n])
+			if pkt == nil {
+				continue // too long to be a datagram with its header
+			}
+			dst, data, err := socks.ParseUDPDatagram(pkt)
 			if err != nil || len(data) > MaxDatagram {
 				continue // no error reply exists for a bad datagram
 			}
@@ -427,11 +438,10 @@ func (c *Client) socksUDP(ctx context.Context, req *socks.Request, conn net.Conn
 		defer wg.Done()
 		defer end()
 		r := newDatagramReader(stream, true)
-		bp := datagramPool.Get().(*[]byte)
-		defer datagramPool.Put(bp)
+		defer r.release()
 		out := make([]byte, 0, 512)
 		for {
-			src, data, err := r.read(*bp)
+			src, data, err := r.read()
 			if err != nil {
 				return
 			}
@@ -472,11 +482,12 @@ type udpFlow struct {
 	src  netip.AddrPort
 	q    chan []byte
 	last atomic.Int64 // UnixNano of the last datagram either way
-	stop chan struct{}
-	once sync.Once
+	// ctx ends when the flow is closed (idle, evicted, its stream ended)
+	// or the client stops.
+	ctx   context.Context
+	close context.CancelFunc
 }
 
-func (f *udpFlow) close() { f.once.Do(func() { close(f.stop) }) }
 
 // serveUDPForward reads the datagrams of a UDP forward and hands each to
 // the flow of its source address, until ctx ends.
@@ -498,28 +509,29 @@ func (c *Client) serveUDPForward(ctx context.Context, fl *forwardListener) error
 		if n > MaxDatagram {
 			continue
 		}
+		// Under the lock, so that a flow that has left the map (and drained
+		// its queue) gets nothing more.
 		fl.mu.Lock()
 		f := fl.flows[src]
 		if f == nil {
 			if len(fl.flows) >= maxClientFlows {
 				fl.evictOldestLocked()
 			}
-			f = &udpFlow{src: src, q: make(chan []byte, flowQueue), stop: make(chan struct{})}
+			f = &udpFlow{src: src, q: make(chan []byte, flowQueue)}
+			f.ctx, f.close = context.WithCancel(ctx)
 			f.last.Store(time.Now().UnixNano())
 			fl.flows[src] = f
 			c.wg.Add(1)
 			go c.runFlow(ctx, fl, f)
 		}
+		if fl.queued.Load()+int64(n) <= queueBudget {
+			select {
+			case f.q <- append([]byte(nil), buf[:n]...):
+				fl.queued.Add(int64(n))
+			default: // the flow's queue is full: dropped
+			}
+		}
 		fl.mu.Unlock()
-		if fl.queued.Load()+int64(n) > queueBudget {
-			continue
-		}
-		d := append([]byte(nil), buf[:n]...)
-		select {
-		case f.q <- d:
-			fl.queued.Add(int64(n))
-		default: // the flow's queue is full: dropped
-		}
 	}
 }
 
@@ -578,8 +590,10 @@ func (c *Client) runFlow(ctx context.Context, fl *forwardListener, f *udpFlow) {
 			delete(fl.flows, f.src)
 		}
 		fl.mu.Unlock()
+		// Out of the map, the flow gets no more datagrams (they are
+		// queued under fl.mu): give back what it still holds.
 		f.close()
-		for { // give back what is still queued
+		for {
 			select {
 			case d := <-f.q:
 				fl.queued.Add(-int64(len(d)))
@@ -589,7 +603,8 @@ func (c *Client) runFlow(ctx context.Context, fl *forwardListener, f *udpFlow) {
 		}
 	}()
 	listen := fl.udp.LocalAddr().String()
-	cs, st, err := c.openTarget(ctx, kindUDP, fl.dst)
+	// A flow evicted or expired while its stream opens stops waiting.
+	cs, st, err := c.openTarget(f.ctx, kindUDP, fl.dst)
 	if err != nil {
 		if ctx.Err() == nil {
 			c.warnTarget("udp forward failed", listen, fl.f.Target, err, "client", f.src.String())
@@ -603,22 +618,15 @@ func (c *Client) runFlow(ctx context.Context, fl *forwardListener, f *udpFlow) {
 	c.log.Log(ctx, lvl, "udp flow opened", "session", cs.id, "stream", st.ID(), "client", f.src.String(), "target", fl.f.Target)
 	stream := c.set.streamConn(st)
 	var up, down atomic.Int64
-	go func() { // a write waiting for credit ends with the flow
-		select {
-		case <-f.stop:
-		case <-ctx.Done():
-		case <-cs.mux.CloseChan():
-		}
-		st.Close()
-	}()
+	// A write waiting for credit ends with the flow.
+	context.AfterFunc(f.ctx, func() { st.Close() })
 	readDone := make(chan struct{})
 	go func() { // server → application
 		defer close(readDone)
 		r := newDatagramReader(stream, false)
-		bp := datagramPool.Get().(*[]byte)
-		defer datagramPool.Put(bp)
+		defer r.release()
 		for {
-			_, data, err := r.read(*bp)
+			_, data, err := r.read()
 			if err != nil {
 				f.close()
 				return
@@ -639,9 +647,7 @@ loop:
 			if err := w.write(nil, d); err != nil {
 				break loop
 			}
-		case <-f.stop:
-			break loop
-		case <-ctx.Done():
+		case <-f.ctx.Done():
 			break loop
 		case <-cs.mux.CloseChan():
 			break loop

@@ -65,7 +65,7 @@ func NewServer(cfg *config.Server, log *slog.Logger) (*Server, error) {
 		targetNet:   targetNetwork(cfg.Target),
 		allow:       allow,
 		udpTimeout:  time.Duration(cfg.UDPTimeout) * time.Second,
-		refusedWarn: newWarnLimiter(time.Second),
+		refusedWarn: newWarnLimiter(refusedWarnEvery),
 	}
 	if s.udpTimeout <= 0 {
 		s.udpTimeout = config.DefaultUDPTimeout * time.Second

@@ -25,9 +25,13 @@ import (
 var requestTimeout = 10 * time.Second
 
 // maxFlowsPerSession caps the UDP flows one session may have open at the
-// server: each holds a socket and a 64 KiB receive buffer, so a session's
-// flows hold at most 64 MiB (a variable for the tests).
+// server: each holds a socket and about 6 KiB of buffers, plus a 64 KiB one
+// while it moves a datagram larger than 2 KiB (a variable for the tests).
 var maxFlowsPerSession int32 = 1024
+
+// refusedWarnEvery spaces the WARN lines about one client's refused
+// targets and bad requests (a variable for the tests).
+var refusedWarnEvery = time.Second
 
 // assocCacheMax bounds the destinations a UDP association remembers (the
 // allow-list's verdicts, resolved names, and where it sent to, which are
@@ -101,14 +105,18 @@ func (s *Server) refuse(sid uint64, m *mux.Session, st *mux.Stream, kind streamK
 	_, _ = st.Write(appendStatus(nil, code, msg))
 	st.Close()
 	stats.streamErrors.Add(1)
+	what := "target refused"
+	if code != socks.ReplyNotAllowed {
+		what = "cannot reach target"
+		stats.targetDialFailures.Add(1)
+	}
+	target := dst.String()
+	if kind == kindAssoc {
+		target = "" // each datagram names its own
+	}
 	remote := remoteOf(m)
-	if ok, held := s.refusedWarn.allow(remote+" "+dst.String(), time.Now()); ok {
-		what := "target refused"
-		if code != socks.ReplyNotAllowed {
-			what = "cannot reach target"
-			stats.targetDialFailures.Add(1)
-		}
-		args := []any{"session", sid, "stream", st.ID(), "client", remote, "kind", kind.String(), "target", dst.String(), "err", msg}
+	if ok, held := s.refusedWarn.allow(remote+" "+target, time.Now()); ok {
+		args := []any{"session", sid, "stream", st.ID(), "client", remote, "kind", kind.String(), "target", target, "err", msg}
 		if held > 0 {
 			args = append(args, "more_not_logged", held)
 		}
@@ -124,7 +132,14 @@ func (s *Server) serveMarked(ctx context.Context, sid uint64, m *mux.Session, st
 	if err != nil {
 		st.Close()
 		stats.streamErrors.Add(1)
-		s.log.Warn("bad stream request", "session", sid, "stream", st.ID(), "client", remoteOf(m), "err", err)
+		remote := remoteOf(m)
+		if ok, held := s.refusedWarn.allow(remote+" bad request", time.Now()); ok {
+			args := []any{"session", sid, "stream", st.ID(), "client", remote, "err", err}
+			if held > 0 {
+				args = append(args, "more_not_logged", held)
+			}
+			s.log.Warn("bad stream request", args...)
+		}
 		return
 	}
 	switch kind {
@@ -231,10 +246,9 @@ func (s *Server) serveUDP(ctx context.Context, sid uint64, m *mux.Session, st *m
 	go func() { // client → target
 		defer wg.Done()
 		r := newDatagramReader(stream, kind == kindAssoc)
-		bp := datagramPool.Get().(*[]byte)
-		defer datagramPool.Put(bp)
+		defer r.release()
 		for {
-			addr, data, err := r.read(*bp)
+			addr, data, err := r.read()
 			if err != nil {
 				if errors.Is(err, errBadRequest) {
 					end(err)
@@ -246,27 +260,31 @@ func (s *Server) serveUDP(ctx context.Context, sid uint64, m *mux.Session, st *m
 			touch()
 			up.Add(int64(len(data)))
 			if kind == kindUDP {
-				_, err = conn.Write(data)
-			} else {
-				var to netip.AddrPort
-				if to, err = assoc.destination(ctx, sid, remote, addr); err == nil {
-					_, err = conn.WriteToUDPAddrPort(data, to)
-				} else {
-					err = nil // refused or unresolvable: dropped, logged
+				if _, err := conn.Write(data); err != nil && !isTransientUDP(err) {
+					end(err)
+					return
 				}
+				continue
 			}
-			if err != nil && !isTransientUDP(err) {
-				end(err)
-				return
+			// An association's datagrams each go their own way: one that is
+			// refused, does not resolve or cannot be sent is dropped (and
+			// logged), the others carry on.
+			to, err := assoc.destination(ctx, sid, remote, addr)
+			if err != nil {
+				continue
+			}
+			if _, err := conn.WriteToUDPAddrPort(data, to); err != nil && !isTransientUDP(err) {
+				assoc.warn(sid, remote, "udp datagram dropped", addr, err)
 			}
 		}
 	}()
 	go func() { // target → client
 		defer wg.Done()
 		w := &datagramWriter{w: stream}
-		buf := make([]byte, MaxDatagram+1)
+		rcv := newUDPReceiver(conn)
+		defer rcv.release()
 		for {
-			n, from, err := conn.ReadFromUDPAddrPort(buf)
+			data, n, from, err := rcv.read()
 			if err != nil {
 				if isTransientUDP(err) {
 					continue
@@ -274,8 +292,8 @@ func (s *Server) serveUDP(ctx context.Context, sid uint64, m *mux.Session, st *m
 				end(nil)
 				return
 			}
-			if n > MaxDatagram {
-				continue
+			if data == nil {
+				continue // longer than a flow carries
 			}
 			var src *socks.Addr
 			if assoc != nil {
@@ -287,7 +305,7 @@ func (s *Server) serveUDP(ctx context.Context, sid uint64, m *mux.Session, st *m
 			}
 			touch()
 			down.Add(int64(n))
-			if err := w.write(src, buf[:n]); err != nil {
+			if err := w.write(src, data); err != nil {
 				end(nil)
 				return
 			}
@@ -314,7 +332,13 @@ wait:
 	args := []any{"session", sid, "stream", st.ID(), "up", up.Load(), "down", down.Load()}
 	if flowErr != nil {
 		stats.streamErrors.Add(1)
-		s.log.Warn("udp flow closed", append(args, "client", remote, "err", flowErr)...)
+		if ok, held := s.refusedWarn.allow(remote+" bad request", time.Now()); ok {
+			args = append(args, "client", remote, "err", flowErr)
+			if held > 0 {
+				args = append(args, "more_not_logged", held)
+			}
+			s.log.Warn("udp flow closed", args...)
+		}
 		return
 	}
 	s.log.Log(context.Background(), lvl, "udp flow closed", args...)
@@ -350,25 +374,39 @@ func (a *assocState) destination(ctx context.Context, sid uint64, remote string,
 		return to, nil
 	}
 	to, err := a.resolve(ctx, addr)
-	a.mu.Lock()
-	if len(a.verdict) >= assocCacheMax {
-		clear(a.verdict)
-	}
-	a.verdict[addr] = to
-	a.mu.Unlock()
-	if err != nil {
-		stats.streamErrors.Add(1)
-		if ok, held := a.srv.refusedWarn.allow(remote+" "+addr.String(), time.Now()); ok {
-			args := []any{"session", sid, "client", remote, "kind", kindAssoc.String(), "target", addr.String(), "err", err.Error()}
-			if held > 0 {
-				args = append(args, "more_not_logged", held)
-			}
-			a.srv.log.Warn("target refused", args...)
+	_, refused := errors.AsType[*notAllowedError](err)
+	if err == nil || refused {
+		// Verdicts are kept; a failed lookup is tried again next time.
+		a.mu.Lock()
+		if len(a.verdict) >= assocCacheMax {
+			clear(a.verdict)
 		}
+		a.verdict[addr] = to
+		a.mu.Unlock()
+	}
+	if err != nil {
+		msg := "target refused"
+		if !refused {
+			msg = "cannot reach target"
+		}
+		a.warn(sid, remote, msg, addr, err)
 		return netip.AddrPort{}, err
 	}
 	a.markSent(to)
 	return to, nil
+}
+
+// warn logs a datagram of the association that was not sent, at most once
+// per second per client and destination.
+func (a *assocState) warn(sid uint64, remote, msg string, addr socks.Addr, err error) {
+	stats.streamErrors.Add(1)
+	if ok, held := a.srv.refusedWarn.allow(remote+" "+addr.String(), time.Now()); ok {
+		args := []any{"session", sid, "client", remote, "kind", kindAssoc.String(), "target", addr.String(), "err", err.Error()}
+		if held > 0 {
+			args = append(args, "more_not_logged", held)
+		}
+		a.srv.log.Warn(msg, args...)
+	}
 }
 
 func (a *assocState) resolve(ctx context.Context, addr socks.Addr) (netip.AddrPort, error) {

@@ -131,8 +131,9 @@ func (e *refusedError) Error() string {
 	return "server: " + e.msg
 }
 
-// datagramPool holds buffers for one datagram each.
-var datagramPool = sync.Pool{New: func() any { b := make([]byte, MaxDatagram); return &b }}
+// datagramPool holds buffers for one datagram each, one byte more than the
+// largest so that a longer one shows.
+var datagramPool = sync.Pool{New: func() any { b := make([]byte, MaxDatagram+1); return &b }}
 
 // datagramWriter frames datagrams onto a stream. It is safe for concurrent
 // use; each datagram is written with one Write.
@@ -165,20 +166,24 @@ func (d *datagramWriter) write(addr *socks.Addr, data []byte) error {
 	return err
 }
 
-// datagramReader reads framed datagrams from a stream.
+// datagramReader reads framed datagrams from a stream. It keeps a small
+// buffer and borrows a large one only for a datagram that needs it.
 type datagramReader struct {
 	r        *bufio.Reader
 	withAddr bool
+	small    []byte
+	large    *[]byte
 }
 
 func newDatagramReader(r io.Reader, withAddr bool) *datagramReader {
-	return &datagramReader{r: bufio.NewReaderSize(r, 2048), withAddr: withAddr}
+	return &datagramReader{r: bufio.NewReaderSize(r, 2048), withAddr: withAddr, small: make([]byte, smallDatagram)}
 }
 
-// read returns the next datagram in buf (at least MaxDatagram bytes) and,
-// for kindAssoc, its address. io.EOF means the stream ended between two
+// read returns the next datagram, valid until the next call, and, for
+// kindAssoc, its address. io.EOF means the stream ended between two
 // datagrams; a stream that ends inside one is errBadRequest.
-func (d *datagramReader) read(buf []byte) (socks.Addr, []byte, error) {
+func (d *datagramReader) read() (socks.Addr, []byte, error) {
+	d.release()
 	var addr socks.Addr
 	if d.withAddr {
 		if _, err := d.r.Peek(1); err != nil {
@@ -200,10 +205,23 @@ func (d *datagramReader) read(buf []byte) (socks.Addr, []byte, error) {
 	if n > MaxDatagram {
 		return addr, nil, fmt.Errorf("%w: datagram of %d bytes, the most is %d", errBadRequest, n, MaxDatagram)
 	}
+	buf := d.small
+	if n > len(buf) {
+		d.large = datagramPool.Get().(*[]byte)
+		buf = *d.large
+	}
 	if _, err := io.ReadFull(d.r, buf[:n]); err != nil {
 		return addr, nil, truncated(err)
 	}
 	return addr, buf[:n], nil
+}
+
+// release gives back a borrowed buffer; call it when done with the reader.
+func (d *datagramReader) release() {
+	if d.large != nil {
+		datagramPool.Put(d.large)
+		d.large = nil
+	}
 }
 
 func truncated(err error) error {

@@ -61,9 +61,9 @@ func FuzzDatagramReader(f *testing.F) {
 	f.Add([]byte{0, 10, 1}, false)
 	f.Fuzz(func(t *testing.T, b []byte, withAddr bool) {
 		r := newDatagramReader(bytes.NewReader(b), withAddr)
-		buf := make([]byte, MaxDatagram)
+		defer r.release()
 		for range len(b) + 1 {
-			_, data, err := r.read(buf)
+			_, data, err := r.read()
 			if err != nil {
 				if !errors.Is(err, io.EOF) && !errors.Is(err, errBadRequest) {
 					t.Fatalf("error %v is neither EOF nor a bad request", err)

@@ -1,0 +1,67 @@
+package tunnel
+
+import (
+	"net"
+	"net/netip"
+	"syscall"
+)
+
+// Buffers of UDP flows. Most datagrams are small (DNS, QUIC, WireGuard stay
+// under the path MTU), but a flow must take one of 65,507 bytes too. A flow
+// keeps a small buffer and borrows a large one from datagramPool only for a
+// datagram that needs it, so a thousand idle flows hold a few MiB, not
+// 64 MiB.
+
+// smallDatagram is the buffer a flow keeps for itself.
+const smallDatagram = 2048
+
+// udpReceiver reads datagrams from a socket.
+type udpReceiver struct {
+	c     *net.UDPConn
+	rc    syscall.RawConn
+	small []byte
+	large *[]byte // borrowed for the last datagram, given back at the next read
+}
+
+func newUDPReceiver(c *net.UDPConn) *udpReceiver {
+	u := &udpReceiver{c: c, small: make([]byte, smallDatagram)}
+	if rc, err := c.SyscallConn(); err == nil {
+		u.rc = rc
+	}
+	return u
+}
+
+// read returns the next datagram, valid until the next call, and its
+// source. A datagram longer than MaxDatagram comes back with its length
+// only (data is nil, n > MaxDatagram) so that the caller drops it.
+func (u *udpReceiver) read() (data []byte, n int, from netip.AddrPort, err error) {
+	u.release()
+	size := -1
+	if u.rc != nil {
+		if size, err = peekSize(u.rc); err != nil {
+			// Reported by the read below if it concerns the socket.
+			size = -1
+		}
+	}
+	buf := u.small
+	if size < 0 || size > len(buf) {
+		u.large = datagramPool.Get().(*[]byte)
+		buf = *u.large
+	}
+	n, from, err = u.c.ReadFromUDPAddrPort(buf)
+	if err != nil {
+		return nil, n, from, err
+	}
+	if size > MaxDatagram || n > MaxDatagram {
+		return nil, max(size, n), from, nil
+	}
+	return buf[:n], n, from, nil
+}
+
+// release gives back a borrowed buffer.
+func (u *udpReceiver) release() {
+	if u.large != nil {
+		datagramPool.Put(u.large)
+		u.large = nil
+	}
+}
