@@ -488,7 +488,6 @@ type udpFlow struct {
 	close context.CancelFunc
 }
 
-
 // serveUDPForward reads the datagrams of a UDP forward and hands each to
 // the flow of its source address, until ctx ends.
 func (c *Client) serveUDPForward(ctx context.Context, fl *forwardListener) error {
