@@ -154,6 +154,7 @@ func (s *Session) recvSYN(id uint32) error {
 		s.smu.Unlock()
 		s.refused.Add(1)
 		s.queueControl(cmdFIN, id, 0, 0)
+		s.finAgainLater(id)
 		return nil
 	}
 	st := newStream(id, s)

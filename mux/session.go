@@ -43,6 +43,10 @@ type Session struct {
 	excess  atomic.Int64 // the part of credit past minGrant per stream
 	grantMu sync.Mutex
 	refused atomic.Uint64 // streams refused past MaxStreams
+	// refused streams whose FIN is sent a second time (finAgainLater)
+	againMu    sync.Mutex
+	againIDs   []uint32
+	againTimer *time.Timer
 	// a reclaim pass is scheduled (flow.go)
 	reclaiming atomic.Bool
 
@@ -275,6 +279,43 @@ func (s *Session) removeStream(st *Stream) {
 // RefusedStreams returns how many streams the peer tried to open past
 // MaxStreams; each was closed at once.
 func (s *Session) RefusedStreams() uint64 { return s.refused.Load() }
+
+// finAgainDelay and finAgainMax: see finAgainLater.
+const (
+	finAgainDelay = 100 * time.Millisecond
+	finAgainMax   = 1024
+)
+
+// finAgainLater sends the FIN of a refused stream once more, a moment
+// later. xtaci/smux writes a stream's SYN before it records the stream, so
+// a FIN that answers the SYN at once can arrive in between and be dropped:
+// the peer's stream would then never end. The repeat reaches a stream that
+// exists; a second FIN is harmless to both implementations. At most
+// finAgainMax ids wait at a time (a peer opening streams in a loop gets
+// the first FIN only for the others).
+func (s *Session) finAgainLater(id uint32) {
+	s.againMu.Lock()
+	defer s.againMu.Unlock()
+	if len(s.againIDs) >= finAgainMax {
+		return
+	}
+	s.againIDs = append(s.againIDs, id)
+	if s.againTimer != nil {
+		return
+	}
+	s.againTimer = time.AfterFunc(finAgainDelay, func() {
+		s.againMu.Lock()
+		ids := s.againIDs
+		s.againIDs, s.againTimer = nil, nil
+		s.againMu.Unlock()
+		if s.closed.Load() {
+			return
+		}
+		for _, id := range ids {
+			s.queueControl(cmdFIN, id, 0, 0)
+		}
+	})
+}
 
 // returnTokens gives back receive budget once the application has read or
 // dropped n bytes, and wakes the reader if it was waiting for budget.
