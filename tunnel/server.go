@@ -30,6 +30,7 @@ type Server struct {
 	allow       *config.AllowList // targets clients may choose (server_targets.go)
 	udpTimeout  time.Duration
 	refusedWarn *warnLimiter
+	resolver    *net.Resolver // nil = the system's; tests set their own
 
 	wg     sync.WaitGroup
 	served atomic.Bool

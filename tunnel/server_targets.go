@@ -70,7 +70,7 @@ func (s *Server) dialTarget(ctx context.Context, network string, dst socks.Addr)
 	if ok, reason := s.allow.Allowed(dst.Host, dst.Port); !ok {
 		return nil, &notAllowedError{reason}
 	}
-	d := net.Dialer{Timeout: dialTargetTimeout}
+	d := net.Dialer{Timeout: dialTargetTimeout, Resolver: s.resolver}
 	if _, err := netip.ParseAddr(dst.Host); err != nil {
 		d.Control = func(_, address string, _ syscall.RawConn) error {
 			ap, err := netip.ParseAddrPort(address)
@@ -419,7 +419,11 @@ func (a *assocState) resolve(ctx context.Context, addr socks.Addr) (netip.AddrPo
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	ips, err := net.DefaultResolver.LookupNetIP(ctx, "ip", addr.Host)
+	r := a.srv.resolver
+	if r == nil {
+		r = net.DefaultResolver
+	}
+	ips, err := r.LookupNetIP(ctx, "ip", addr.Host)
 	if err != nil {
 		return netip.AddrPort{}, err
 	}

@@ -1,0 +1,147 @@
+package tunnel
+
+import (
+	"context"
+	"encoding/binary"
+	"io"
+	"net"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/smuxtun/smuxtun/config"
+	"github.com/smuxtun/smuxtun/tunnel/socks"
+)
+
+// fakeDNS answers every A question with ip and every other question with
+// no record: a DNS server whose names under a wildcard lead wherever its
+// owner likes.
+func fakeDNS(t *testing.T, ip [4]byte) *net.Resolver {
+	t.Helper()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	go func() {
+		buf := make([]byte, 512)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			q := buf[:n]
+			end := 12
+			for end < len(q) && q[end] != 0 {
+				end += int(q[end]) + 1
+			}
+			end += 5 // the root label, QTYPE, QCLASS
+			if end > len(q) {
+				continue
+			}
+			qtype := binary.BigEndian.Uint16(q[end-4:])
+			resp := append([]byte(nil), q[:end]...)
+			resp[2], resp[3] = 0x81, 0x80          // a response, recursion available
+			binary.BigEndian.PutUint16(resp[6:], 0) // no answers yet
+			binary.BigEndian.PutUint16(resp[8:], 0)
+			binary.BigEndian.PutUint16(resp[10:], 0)
+			if qtype == 1 {
+				binary.BigEndian.PutUint16(resp[6:], 1)
+				resp = append(resp, 0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4)
+				resp = append(resp, ip[:]...)
+			}
+			pc.WriteTo(resp, from)
+		}
+	}()
+	addr := pc.LocalAddr().String()
+	return &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "udp", addr)
+	}}
+}
+
+// A name admitted by a wildcard pattern that resolves to the server's own
+// loopback is refused when it is dialled (TCP and UDP) and when a UDP
+// association sends to it; the same name allowed exactly is reached.
+func TestWildcardNameToLoopbackRefused(t *testing.T) {
+	defer func(w time.Duration) { refusedWarnEvery = w }(refusedWarnEvery)
+	refusedWarnEvery = 0 // one WARN per refusal
+	echo := startEcho(t, "tcp", "127.0.0.1:0")
+	_, port, _ := net.SplitHostPort(echo)
+	u := startUDPEcho(t, "127.0.0.1:"+port) // the same port number for UDP, if free
+	_, uport, _ := net.SplitHostPort(u)
+	var srvLog syncBuffer
+	o := pairOpts{transport: config.TransportTCP, target: startEcho(t, "tcp", "127.0.0.1:0"),
+		allow: []string{"*.example.test:" + port, "*.example.test:" + uport, "exact.example.org:" + port}, srvLog: &srvLog}
+	cfg := config.DefaultServer()
+	baseCommon(o, &cfg.Common)
+	cfg.Listen, cfg.Target, cfg.Allow = "127.0.0.1:0", o.target, o.allow
+	srv, err := NewServer(cfg, loggerTo(o.srvLog))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.resolver = fakeDNS(t, [4]byte{127, 0, 0, 1})
+	serveInBackground(t, srv.Serve)
+	cli, _ := runClient(t, pairOpts{transport: config.TransportTCP, remote: srv.Addrs()[0].String(), local: "-",
+		socks: "127.0.0.1:" + strconv.Itoa(freePort(t, "tcp")),
+		forward: []string{"127.0.0.1:" + strconv.Itoa(freePort(t, "udp")) + "/udp=evil.example.test:" + uport}})
+	proxy := cli.SocksAddr().String()
+	p, _ := strconv.Atoi(port)
+
+	c, rep, err := socks5Connect(proxy, "evil.example.test", p)
+	if err == nil {
+		c.Close()
+	}
+	if err != nil || rep != byte(socks.ReplyNotAllowed) {
+		t.Fatalf("CONNECT to a wildcard name that resolves to loopback: reply %d, %v; want %d", rep, err, socks.ReplyNotAllowed)
+	}
+	waitLogWithin(t, 2*time.Second, "server", &srvLog, `msg="target refused"`, "evil.example.test", "loopback")
+
+	// The UDP forward's flow is refused the same way: no answer comes back.
+	uc, err := net.Dial("udp", cli.ForwardAddrs()[0].String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer uc.Close()
+	uc.Write([]byte("hello"))
+	uc.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+	if n, err := uc.Read(make([]byte, 100)); err == nil {
+		t.Fatalf("a UDP flow to a wildcard name resolving to loopback got an answer (%d bytes)", n)
+	}
+	waitLogWithin(t, 2*time.Second, "server", &srvLog, `msg="target refused"`, "kind=udp", "loopback")
+
+	// A UDP association's datagram to that name is dropped, with a WARN.
+	sc, err := net.Dial("tcp", proxy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sc.Close()
+	sc.SetDeadline(time.Now().Add(10 * time.Second))
+	sc.Write([]byte{5, 1, 0, 5, 3, 0, 1, 0, 0, 0, 0, 0, 0})
+	var hdr [5]byte
+	if _, err := io.ReadFull(sc, hdr[:]); err != nil || hdr[3] != 0 {
+		t.Fatalf("UDP ASSOCIATE: %v %v", hdr, err)
+	}
+	bound, err := socks.ReadAddr(sc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ac, err := net.Dial("udp", bound.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ac.Close()
+	pkt, _ := socks.AppendUDPDatagram(nil, socks.Addr{Host: "evil.example.test", Port: uint16(p)}, []byte("hello"))
+	ac.Write(pkt)
+	waitLogWithin(t, 2*time.Second, "server", &srvLog, `msg="target refused"`, "kind=udp-associate", "loopback")
+
+	// An exact name is the operator's choice: it reaches loopback.
+	c, rep, err = socks5Connect(proxy, "exact.example.org", p)
+	if err != nil || rep != 0 {
+		t.Fatalf("CONNECT to an exactly allowed name: reply %d, %v", rep, err)
+	}
+	if err := echoThrough(c, []byte("exact names may")); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+}
