@@ -41,7 +41,7 @@ func fakeDNS(t *testing.T, ip [4]byte) *net.Resolver {
 			}
 			qtype := binary.BigEndian.Uint16(q[end-4:])
 			resp := append([]byte(nil), q[:end]...)
-			resp[2], resp[3] = 0x81, 0x80          // a response, recursion available
+			resp[2], resp[3] = 0x81, 0x80           // a response, recursion available
 			binary.BigEndian.PutUint16(resp[6:], 0) // no answers yet
 			binary.BigEndian.PutUint16(resp[8:], 0)
 			binary.BigEndian.PutUint16(resp[10:], 0)
@@ -83,7 +83,7 @@ func TestWildcardNameToLoopbackRefused(t *testing.T) {
 	srv.resolver = fakeDNS(t, [4]byte{127, 0, 0, 1})
 	serveInBackground(t, srv.Serve)
 	cli, _ := runClient(t, pairOpts{transport: config.TransportTCP, remote: srv.Addrs()[0].String(), local: "-",
-		socks: "127.0.0.1:" + strconv.Itoa(freePort(t, "tcp")),
+		socks:   "127.0.0.1:" + strconv.Itoa(freePort(t, "tcp")),
 		forward: []string{"127.0.0.1:" + strconv.Itoa(freePort(t, "udp")) + "/udp=evil.example.test:" + uport}})
 	proxy := cli.SocksAddr().String()
 	p, _ := strconv.Atoi(port)
