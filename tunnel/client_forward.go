@@ -168,8 +168,20 @@ func (c *Client) forwardAddr(fl *forwardListener) string {
 // client-chosen targets, and says at once if the server does not take them.
 func (c *Client) checkTargets(ctx context.Context, cs *clientSession) {
 	defer c.wg.Done()
-	if err := c.awaitTargets(ctx, cs); err != nil && ctx.Err() == nil && !cs.mux.IsClosed() {
-		c.log.Error("forwards and SOCKS will not work", "session", cs.id, "remote", c.cfg.RemoteAddr, "err", err)
+	err := c.awaitTargets(ctx, cs)
+	if err == nil || ctx.Err() != nil || cs.mux.IsClosed() {
+		return
+	}
+	c.log.Error("forwards and SOCKS will not work", "session", cs.id, "remote", c.cfg.RemoteAddr, "err", err)
+	// A slow path or a server still starting may say hello late: say so,
+	// since the connections from then on work.
+	select {
+	case <-cs.mux.PeerHello():
+		if cs.mux.PeerAcceptsMarked() {
+			c.log.Info("the server answered late and takes forwards and SOCKS after all", "session", cs.id, "remote", c.cfg.RemoteAddr)
+		}
+	case <-cs.mux.CloseChan():
+	case <-ctx.Done():
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/smuxtun/smuxtun/config"
+	"github.com/smuxtun/smuxtun/internal/netem"
 	"github.com/smuxtun/smuxtun/tunnel/socks"
 )
 
@@ -512,6 +513,32 @@ func TestForwardsWithQPP(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := echoRoundTrip("tcp", cli.Addr().String(), randomBytes(t, 100<<10), ioTimeout); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A server whose hello comes after the 3 s wait (a 2 s one-way path here)
+// is reported at ERROR, then, once the hello arrives, at INFO; forwards
+// work from then on.
+func TestLateHelloReported(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits for a 4 s round trip")
+	}
+	var cliLog syncBuffer
+	def := startEcho(t, "tcp", "127.0.0.1:0")
+	a := startEcho(t, "tcp", "127.0.0.1:0")
+	srv, _ := runServer(t, pairOpts{target: def, allow: []string{a}})
+	relay, err := netem.Start(netem.Config{Listen: "127.0.0.1:0", Upstream: srv.Addrs()[0].String(),
+		Up: netem.Link{Delay: 2 * time.Second}, Down: netem.Link{Delay: 2 * time.Second}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer relay.Close()
+	fwd := "127.0.0.1:" + strconv.Itoa(freePort(t, "tcp")) + "=" + a
+	cli, _ := runClient(t, pairOpts{remote: relay.Addr().String(), forward: []string{fwd}, local: "-", cliLog: &cliLog})
+	waitLogWithin(t, 6*time.Second, "client", &cliLog, "level=ERROR", `msg="forwards and SOCKS will not work"`)
+	waitLogWithin(t, 10*time.Second, "client", &cliLog, "level=INFO", "takes forwards and SOCKS after all")
+	if err := echoRoundTrip("tcp", cli.ForwardAddrs()[0].String(), []byte("slow but there"), 60*time.Second); err != nil {
 		t.Fatal(err)
 	}
 }
