@@ -3,6 +3,7 @@ package mux_test
 import (
 	"errors"
 	"io"
+	"net"
 	"testing"
 	"time"
 
@@ -122,10 +123,11 @@ func TestMarkedStreamsRefused(t *testing.T) {
 	got.Close()
 }
 
-// A mark NOP that is not right before its SYN marks nothing: raw frames
-// from a peer that sends mark NOPs for other ids.
-func TestStrayMarkIgnored(t *testing.T) {
-	checkGoroutines(t)
+// rawMarkedServer starts a version 2 server session of ours that accepts
+// marked streams and returns it with the raw connection of its peer; both
+// are closed when the test ends.
+func rawMarkedServer(t *testing.T) (*mux.Session, net.Conn) {
+	t.Helper()
 	c, s := nettest.TCPPair(t)
 	cfg := mux.DefaultConfig()
 	cfg.Version = 2
@@ -134,8 +136,15 @@ func TestStrayMarkIgnored(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer server.Close()
-	defer c.Close()
+	t.Cleanup(func() { server.Close(); c.Close() })
+	return server, c
+}
+
+// A mark NOP that is not right before its SYN marks nothing: raw frames
+// from a peer that sends mark NOPs for other ids.
+func TestStrayMarkIgnored(t *testing.T) {
+	checkGoroutines(t)
+	server, c := rawMarkedServer(t)
 	var wire []byte
 	wire = append(wire, rawFrame(2, 3, 5, nil)...)    // mark for stream 5
 	wire = append(wire, rawFrame(2, 0, 3, nil)...)    // SYN 3: not marked
@@ -208,16 +217,7 @@ func TestMarkedStreamsPlainSmuxPeer(t *testing.T) {
 // must work whatever the id. Raw frames, ids near the reserved ones.
 func TestMarkAnyOddID(t *testing.T) {
 	checkGoroutines(t)
-	c, s := nettest.TCPPair(t)
-	cfg := mux.DefaultConfig()
-	cfg.Version = 2
-	cfg.AcceptMarked = true
-	server, err := mux.Server(s, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer server.Close()
-	defer c.Close()
+	server, c := rawMarkedServer(t)
 	ids := []uint32{0x73746775, 0x736d7479, 0x676e6971, 0x676e6f71, 0x6b72616d, 0xffffffff}
 	var wire []byte
 	for _, id := range ids {
