@@ -542,3 +542,54 @@ func TestLateHelloReported(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// With --socksuser and --sockspass, a SOCKS5 client must authenticate:
+// the right password connects, a wrong one gets the RFC 1929 failure, and
+// one that offers no authentication gets "no acceptable method".
+func TestSocksAuth(t *testing.T) {
+	def := startEcho(t, "tcp", "127.0.0.1:0")
+	srv, _ := runServer(t, pairOpts{transport: config.TransportTCP, target: def})
+	cli, _ := runClient(t, pairOpts{transport: config.TransportTCP, remote: srv.Addrs()[0].String(), local: "-",
+		socks: "127.0.0.1:" + strconv.Itoa(freePort(t, "tcp")), socksUser: "alice", socksPass: "s3cret"})
+	ap := netip.MustParseAddrPort(def)
+	dst, _ := socks.AppendAddr(nil, socks.AddrFromAddrPort(ap))
+	try := func(methods []byte, user, pass string) (method, status, rep byte) {
+		t.Helper()
+		c, err := net.Dial("tcp", cli.SocksAddr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		c.Write(append([]byte{5, byte(len(methods))}, methods...))
+		var b [2]byte
+		if _, err := io.ReadFull(c, b[:]); err != nil {
+			t.Fatal(err)
+		}
+		if b[1] != 2 {
+			return b[1], 0, 0
+		}
+		c.Write(append(append(append([]byte{1, byte(len(user))}, user...), byte(len(pass))), pass...))
+		if _, err := io.ReadFull(c, b[:]); err != nil {
+			t.Fatal(err)
+		}
+		if b[1] != 0 {
+			return 2, b[1], 0
+		}
+		c.Write(append([]byte{5, 1, 0}, dst...))
+		var r [3]byte
+		if _, err := io.ReadFull(c, r[:]); err != nil {
+			t.Fatal(err)
+		}
+		return 2, 0, r[1]
+	}
+	if m, st, rep := try([]byte{0, 2}, "alice", "s3cret"); m != 2 || st != 0 || rep != 0 {
+		t.Fatalf("right password: method %d, auth status %d, reply %d", m, st, rep)
+	}
+	if m, st, _ := try([]byte{2}, "alice", "wrong"); m != 2 || st == 0 {
+		t.Fatalf("wrong password: method %d, auth status %d; want a failure status", m, st)
+	}
+	if m, _, _ := try([]byte{0}, "", ""); m != 0xff {
+		t.Fatalf("no authentication offered: method %d, want 0xff", m)
+	}
+}

@@ -133,6 +133,8 @@ type pairOpts struct {
 	allow   []string
 	forward []string
 	socks   string
+	// socksUser and socksPass (client): SOCKS authentication
+	socksUser, socksPass string
 	// udpTimeout (seconds) for both ends, 0 = the default
 	udpTimeout int
 	// srvLog and cliLog, if set, keep the server's and the client's logs.
@@ -197,6 +199,7 @@ func runClient(t testing.TB, o pairOpts) (*Client, func()) {
 	}
 	cfg.RemoteAddr = o.remote
 	cfg.Forward, cfg.Socks = o.forward, o.socks
+	cfg.SocksUser, cfg.SocksPass = o.socksUser, o.socksPass
 	if o.udpTimeout > 0 {
 		cfg.UDPTimeout = o.udpTimeout
 	}
