@@ -290,6 +290,14 @@ func (c *Client) handle(ctx context.Context, conn net.Conn) {
 }
 
 func (c *Client) serveStream(ctx context.Context, cs *clientSession, conn net.Conn, st *mux.Stream) {
+	c.carry(ctx, cs, conn, st, c.set.streamConn(st), nil)
+}
+
+// carry pipes a local connection and its stream (sc: st as the pipe sees
+// it) and logs the stream. refused, if not nil, reports that the server
+// refused the stream's request: the local connection is then reset, and
+// the caller reports the refusal.
+func (c *Client) carry(ctx context.Context, cs *clientSession, conn net.Conn, st *mux.Stream, sc net.Conn, refused func() bool) {
 	stats.streamsOpened.Add(1)
 	stats.streamsActive.Add(1)
 	defer stats.streamsActive.Add(-1)
@@ -297,12 +305,16 @@ func (c *Client) serveStream(ctx context.Context, cs *clientSession, conn net.Co
 	client := conn.RemoteAddr().String()
 	c.log.Log(ctx, lvl, "stream opened", "session", cs.id, "stream", st.ID(), "client", client)
 	// If the session dies, the application sees its connection reset, not
-	// a clean end of stream it could take for a complete reply.
-	local := &resetOnDeath{Conn: conn, died: func() bool { return cs.mux.IsClosed() && ctx.Err() == nil }}
-	res := pipe(local, c.set.streamConn(st), c.set.closeWait, ctx.Done(), cs.mux.CloseChan())
+	// a clean end of stream it could take for a complete reply; so it does
+	// when the server refused the request.
+	local := &resetOnDeath{Conn: conn, died: func() bool {
+		return cs.mux.IsClosed() && ctx.Err() == nil || refused != nil && refused()
+	}}
+	res := pipe(local, sc, c.set.closeWait, ctx.Done(), cs.mux.CloseChan())
 	args := []any{"session", cs.id, "stream", st.ID(), "client", client, "remote", cs.mux.RemoteAddr().String(),
 		"up", res.aToB, "down", res.bToA}
 	switch {
+	case refused != nil && refused():
 	case local.reset.Load():
 		stats.streamErrors.Add(1)
 		c.log.Warn("stream cut: its session ended", append(args, "err", cs.mux.CloseErr())...)

@@ -215,6 +215,13 @@ func (c *Client) awaitTargets(ctx context.Context, cs *clientSession) error {
 // waits for the server's answer: on success the stream is ready for the
 // connection's bytes or datagrams. A refusal is a *refusedError.
 func (c *Client) openTarget(ctx context.Context, kind streamKind, dst socks.Addr) (*clientSession, *mux.Stream, error) {
+	return c.openRequest(ctx, kind, dst, true)
+}
+
+// openRequest opens a marked stream for kind and dst and sends the request;
+// with wait, it also waits for the server's answer (see openTarget), else
+// the answer is the first thing the stream reads (statusConn).
+func (c *Client) openRequest(ctx context.Context, kind streamKind, dst socks.Addr, wait bool) (*clientSession, *mux.Stream, error) {
 	req, err := appendRequest(nil, kind, dst)
 	if err != nil {
 		return nil, nil, &refusedError{code: socks.ReplyAddrTypeNotSupported, msg: err.Error()}
@@ -248,6 +255,14 @@ func (c *Client) openTarget(ctx context.Context, kind streamKind, dst socks.Addr
 			lastErr = err
 			continue
 		}
+		if !wait {
+			if !stop() {
+				st.Close()
+				return nil, nil, ctx.Err()
+			}
+			_ = st.SetDeadline(time.Time{})
+			return cs, st, nil
+		}
 		code, msg, err := readStatus(st)
 		if !stop() {
 			st.Close()
@@ -271,6 +286,54 @@ func (c *Client) openTarget(ctx context.Context, kind streamKind, dst socks.Addr
 		return cs, st, nil
 	}
 	return nil, nil, lastErr
+}
+
+// statusConn is the stream of a forwarded TCP connection whose bytes go up
+// before the server has answered the request, which saves a round trip
+// before a client-speaks-first protocol (HTTP, TLS) gets its answer. The
+// first read takes the answer; a refusal fails it, and the connection is
+// then reset (refused reports it).
+type statusConn struct {
+	qppStream // the stream, under QPP if on
+	raw       *mux.Stream
+	once      sync.Once
+	err       error       // the answer's, read by the reading goroutine only
+	refusal   atomic.Pointer[refusedError]
+}
+
+func (s *statusConn) check() error {
+	s.once.Do(func() {
+		code, msg, err := readStatus(s.raw)
+		switch {
+		case errors.Is(err, io.EOF):
+			s.err = &refusedError{code: socks.ReplyGeneralFailure, msg: "the server closed the stream without an answer"}
+		case err != nil:
+			s.err = err
+		case code != socks.ReplySucceeded:
+			s.err = &refusedError{code: code, msg: msg}
+		}
+		if re, ok := s.err.(*refusedError); ok {
+			s.refusal.Store(re)
+		}
+	})
+	return s.err
+}
+
+// refused reports whether the server refused the request.
+func (s *statusConn) refused() bool { return s.refusal.Load() != nil }
+
+func (s *statusConn) Read(p []byte) (int, error) {
+	if err := s.check(); err != nil {
+		return 0, err
+	}
+	return s.qppStream.Read(p)
+}
+
+func (s *statusConn) WriteTo(w io.Writer) (int64, error) {
+	if err := s.check(); err != nil {
+		return 0, err
+	}
+	return s.qppStream.WriteTo(w)
 }
 
 // replyFor is the SOCKS reply code for an openTarget error.
@@ -308,9 +371,10 @@ func resetConn(conn net.Conn) {
 	conn.Close()
 }
 
-// handleForward carries one connection of a TCP forward.
+// handleForward carries one connection of a TCP forward. Its bytes go up
+// at once; the server's answer comes first on the way back (statusConn).
 func (c *Client) handleForward(ctx context.Context, conn net.Conn, fl *forwardListener) {
-	cs, st, err := c.openTarget(ctx, kindTCP, fl.dst)
+	cs, st, err := c.openRequest(ctx, kindTCP, fl.dst, false)
 	if err != nil {
 		resetConn(conn)
 		if ctx.Err() == nil {
@@ -318,7 +382,11 @@ func (c *Client) handleForward(ctx context.Context, conn net.Conn, fl *forwardLi
 		}
 		return
 	}
-	c.serveStream(ctx, cs, conn, st)
+	sc := &statusConn{qppStream: c.set.streamConn(st).(qppStream), raw: st}
+	c.carry(ctx, cs, conn, st, sc, sc.refused)
+	if re := sc.refusal.Load(); re != nil {
+		c.warnTarget("forward failed", fl.tcp.Addr().String(), fl.f.Target, re, "client", conn.RemoteAddr().String())
+	}
 }
 
 // handleSocks serves one SOCKS5 or HTTP CONNECT client.
