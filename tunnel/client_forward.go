@@ -297,7 +297,7 @@ type statusConn struct {
 	qppStream // the stream, under QPP if on
 	raw       *mux.Stream
 	once      sync.Once
-	err       error       // the answer's, read by the reading goroutine only
+	err       error // the answer's, read by the reading goroutine only
 	refusal   atomic.Pointer[refusedError]
 }
 
