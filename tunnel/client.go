@@ -294,10 +294,10 @@ func (c *Client) serveStream(ctx context.Context, cs *clientSession, conn net.Co
 }
 
 // carry pipes a local connection and its stream (sc: st as the pipe sees
-// it) and logs the stream. refused, if not nil, reports that the server
-// refused the stream's request: the local connection is then reset, and
-// the caller reports the refusal.
-func (c *Client) carry(ctx context.Context, cs *clientSession, conn net.Conn, st *mux.Stream, sc net.Conn, refused func() bool) {
+// it) and logs the stream. status, for a forward that sent its bytes before
+// the server's answer, is that answer: a connection the server never
+// accepted is reset, and a refusal is left to the caller to report.
+func (c *Client) carry(ctx context.Context, cs *clientSession, conn net.Conn, st *mux.Stream, sc net.Conn, status *statusConn) {
 	stats.streamsOpened.Add(1)
 	stats.streamsActive.Add(1)
 	defer stats.streamsActive.Add(-1)
@@ -306,18 +306,26 @@ func (c *Client) carry(ctx context.Context, cs *clientSession, conn net.Conn, st
 	c.log.Log(ctx, lvl, "stream opened", "session", cs.id, "stream", st.ID(), "client", client)
 	// If the session dies, the application sees its connection reset, not
 	// a clean end of stream it could take for a complete reply; so it does
-	// when the server refused the request.
+	// when the server did not accept the request.
 	local := &resetOnDeath{Conn: conn, died: func() bool {
-		return cs.mux.IsClosed() && ctx.Err() == nil || refused != nil && refused()
+		return cs.mux.IsClosed() && ctx.Err() == nil || status != nil && status.unanswered()
 	}}
 	res := pipe(local, sc, c.set.closeWait, ctx.Done(), cs.mux.CloseChan())
 	args := []any{"session", cs.id, "stream", st.ID(), "client", client, "remote", cs.mux.RemoteAddr().String(),
 		"up", res.aToB, "down", res.bToA}
 	switch {
-	case refused != nil && refused():
-	case local.reset.Load():
+	case status != nil && status.refusal.Load() != nil:
+		// reported by the caller
+	case local.reset.Load() && cs.mux.IsClosed():
 		stats.streamErrors.Add(1)
 		c.log.Warn("stream cut: its session ended", append(args, "err", cs.mux.CloseErr())...)
+	case local.reset.Load():
+		stats.streamErrors.Add(1)
+		err := res.err
+		if err == nil {
+			err = errors.New("closed before the server answered")
+		}
+		c.log.Warn("stream failed", append(args, "err", err)...)
 	case res.err != nil:
 		stats.streamErrors.Add(1)
 		c.log.Warn("stream failed", append(args, "err", res.err)...)

@@ -291,26 +291,38 @@ func (c *Client) openRequest(ctx context.Context, kind streamKind, dst socks.Add
 // statusConn is the stream of a forwarded TCP connection whose bytes go up
 // before the server has answered the request, which saves a round trip
 // before a client-speaks-first protocol (HTTP, TLS) gets its answer. The
-// first read takes the answer; a refusal fails it, and the connection is
-// then reset (refused reports it).
+// first read takes the answer (within statusWait); until a success arrives
+// the connection counts as unanswered, and an unanswered connection that
+// ends (refused, closed first, session lost) is reset, never ended cleanly.
 type statusConn struct {
 	qppStream // the stream, under QPP if on
 	raw       *mux.Stream
 	once      sync.Once
 	err       error // the answer's, read by the reading goroutine only
+	answered  atomic.Bool
 	refusal   atomic.Pointer[refusedError]
+}
+
+func newStatusConn(sc net.Conn, st *mux.Stream) *statusConn {
+	_ = st.SetReadDeadline(time.Now().Add(statusWait))
+	return &statusConn{qppStream: sc.(qppStream), raw: st}
 }
 
 func (s *statusConn) check() error {
 	s.once.Do(func() {
 		code, msg, err := readStatus(s.raw)
 		switch {
-		case errors.Is(err, io.EOF):
-			s.err = &refusedError{code: socks.ReplyGeneralFailure, msg: "the server closed the stream without an answer"}
-		case err != nil:
-			s.err = err
-		case code != socks.ReplySucceeded:
+		case err == nil && code == socks.ReplySucceeded:
+			_ = s.raw.SetReadDeadline(time.Time{})
+			s.answered.Store(true)
+		case err == nil:
 			s.err = &refusedError{code: code, msg: msg}
+		case errors.Is(err, io.EOF) && !errors.Is(err, mux.ErrSessionClosed):
+			// The server closed the stream without an answer: it
+			// refused the stream (--maxstreams).
+			s.err = &refusedError{code: socks.ReplyGeneralFailure, msg: "the server closed the stream without an answer"}
+		default:
+			s.err = fmt.Errorf("no answer from the server: %w", err)
 		}
 		if re, ok := s.err.(*refusedError); ok {
 			s.refusal.Store(re)
@@ -319,8 +331,8 @@ func (s *statusConn) check() error {
 	return s.err
 }
 
-// refused reports whether the server refused the request.
-func (s *statusConn) refused() bool { return s.refusal.Load() != nil }
+// unanswered reports whether the server has not (yet) accepted the request.
+func (s *statusConn) unanswered() bool { return !s.answered.Load() }
 
 func (s *statusConn) Read(p []byte) (int, error) {
 	if err := s.check(); err != nil {
@@ -382,8 +394,8 @@ func (c *Client) handleForward(ctx context.Context, conn net.Conn, fl *forwardLi
 		}
 		return
 	}
-	sc := &statusConn{qppStream: c.set.streamConn(st).(qppStream), raw: st}
-	c.carry(ctx, cs, conn, st, sc, sc.refused)
+	sc := newStatusConn(c.set.streamConn(st), st)
+	c.carry(ctx, cs, conn, st, sc, sc)
 	if re := sc.refusal.Load(); re != nil {
 		c.warnTarget("forward failed", fl.tcp.Addr().String(), fl.f.Target, re, "client", conn.RemoteAddr().String())
 	}

@@ -3,9 +3,12 @@ package tunnel
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"io"
 	"net"
+	"runtime"
 	"strconv"
+	"syscall"
 	"testing"
 	"time"
 
@@ -144,4 +147,83 @@ func TestWildcardNameToLoopbackRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.Close()
+}
+
+// hangingDNS is a resolver that never answers.
+func hangingDNS() *net.Resolver {
+	return &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}}
+}
+
+// A forwarded connection that sends its request and ends its side before
+// the server has answered (here: the target's name never resolves) is
+// reset when --closewait gives up, not ended cleanly: an empty clean end
+// would look like an empty answer.
+func TestUnansweredForwardIsReset(t *testing.T) {
+	cw := func(c *config.Common) { c.CloseWait = 1 }
+	o := pairOpts{transport: config.TransportTCP, target: startEcho(t, "tcp", "127.0.0.1:0"), allow: []string{"slow.example.test:80"}, tweak: cw}
+	cfg := config.DefaultServer()
+	baseCommon(o, &cfg.Common)
+	cfg.Listen, cfg.Target, cfg.Allow = "127.0.0.1:0", o.target, o.allow
+	srv, err := NewServer(cfg, testLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.resolver = hangingDNS()
+	serveInBackground(t, srv.Serve)
+	var cliLog syncBuffer
+	fwd := "127.0.0.1:" + strconv.Itoa(freePort(t, "tcp")) + "=slow.example.test:80"
+	cli, _ := runClient(t, pairOpts{transport: config.TransportTCP, remote: srv.Addrs()[0].String(), forward: []string{fwd}, local: "-", tweak: cw, cliLog: &cliLog})
+	c, err := net.Dial("tcp", cli.ForwardAddrs()[0].String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Write([]byte("GET / HTTP/1.0\r\n\r\n"))
+	c.(*net.TCPConn).CloseWrite()
+	c.SetReadDeadline(time.Now().Add(8 * time.Second))
+	_, err = c.Read(make([]byte, 1))
+	if !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("read %v, want a reset", err)
+	}
+	waitLogWithin(t, 2*time.Second, "client", &cliLog, "level=WARN", `msg="stream failed"`, "before the server answered")
+}
+
+// An ICMP port unreachable pending on a connected UDP socket is returned
+// at once (it is what the peek finds), not waited through with a large
+// buffer borrowed.
+func TestUDPReceiverReportsPendingError(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("the length peek is Linux's")
+	}
+	closed := freePort(t, "udp")
+	c, err := net.DialUDP("udp", nil, &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: closed})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Write([]byte("anyone?"))
+	time.Sleep(50 * time.Millisecond) // the ICMP answer arrives
+	u := newUDPReceiver(c)
+	defer u.release()
+	done := make(chan error, 1)
+	go func() {
+		_, _, _, err := u.read()
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if !errors.Is(err, syscall.ECONNREFUSED) {
+			t.Fatalf("read: %v, want ECONNREFUSED", err)
+		}
+	case <-time.After(2 * time.Second):
+		c.Close()
+		<-done
+		t.Fatal("read waited for a datagram instead of reporting the pending error")
+	}
+	if u.large != nil {
+		t.Fatal("a 64 KiB buffer is held after the error")
+	}
 }

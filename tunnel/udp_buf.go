@@ -38,9 +38,10 @@ func (u *udpReceiver) read() (data []byte, n int, from netip.AddrPort, err error
 	u.release()
 	size := -1
 	if u.rc != nil {
+		// The peek reports (and clears) an error pending on the socket,
+		// such as an ICMP port unreachable: the caller decides.
 		if size, err = peekSize(u.rc); err != nil {
-			// Reported by the read below if it concerns the socket.
-			size = -1
+			return nil, 0, from, err
 		}
 	}
 	buf := u.small

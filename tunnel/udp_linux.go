@@ -13,7 +13,7 @@ func peekSize(rc syscall.RawConn) (int, error) {
 	)
 	err := rc.Read(func(fd uintptr) bool {
 		n, _, serr = syscall.Recvfrom(int(fd), one[:], syscall.MSG_PEEK|syscall.MSG_TRUNC)
-		return serr != syscall.EAGAIN
+		return serr != syscall.EAGAIN && serr != syscall.EINTR
 	})
 	if err != nil {
 		return 0, err
