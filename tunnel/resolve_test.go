@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/netip"
 	"runtime"
 	"strconv"
 	"syscall"
@@ -226,4 +227,69 @@ func TestUDPReceiverReportsPendingError(t *testing.T) {
 	if u.large != nil {
 		t.Fatal("a 64 KiB buffer is held after the error")
 	}
+}
+
+// A UDP association whose client keeps sending to a name that does not
+// resolve: after one failed lookup that name's datagrams are dropped at
+// once for a while, so datagrams to other destinations behind them still
+// get through (without that, each would wait out its own 5 s lookup).
+func TestAssociationFailedLookupCached(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits out one 5 s lookup")
+	}
+	u := startUDPEcho(t, "127.0.0.1:0")
+	o := pairOpts{transport: config.TransportTCP, target: startEcho(t, "tcp", "127.0.0.1:0"), allow: []string{"*.example.test:53", u}}
+	cfg := config.DefaultServer()
+	baseCommon(o, &cfg.Common)
+	cfg.Listen, cfg.Target, cfg.Allow = "127.0.0.1:0", o.target, o.allow
+	srv, err := NewServer(cfg, testLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.resolver = hangingDNS()
+	serveInBackground(t, srv.Serve)
+	cli, _ := runClient(t, pairOpts{transport: config.TransportTCP, remote: srv.Addrs()[0].String(), local: "-",
+		socks: "127.0.0.1:" + strconv.Itoa(freePort(t, "tcp"))})
+	sc, err := net.Dial("tcp", cli.SocksAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sc.Close()
+	sc.SetDeadline(time.Now().Add(30 * time.Second))
+	sc.Write([]byte{5, 1, 0, 5, 3, 0, 1, 0, 0, 0, 0, 0, 0})
+	var hdr [5]byte
+	if _, err := io.ReadFull(sc, hdr[:]); err != nil || hdr[3] != 0 {
+		t.Fatalf("UDP ASSOCIATE: %v %v", hdr, err)
+	}
+	bound, err := socks.ReadAddr(sc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ac, err := net.Dial("udp", bound.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ac.Close()
+	start := time.Now()
+	dead, _ := socks.AppendUDPDatagram(nil, socks.Addr{Host: "nowhere.example.test", Port: 53}, []byte("q"))
+	for range 10 {
+		ac.Write(dead)
+		time.Sleep(10 * time.Millisecond)
+	}
+	good, _ := socks.AppendUDPDatagram(nil, socks.AddrFromAddrPort(netip.MustParseAddrPort(u)), []byte("ping"))
+	buf := make([]byte, 1000)
+	for {
+		ac.Write(good)
+		ac.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+		n, err := ac.Read(buf)
+		if err == nil {
+			if _, data, err := socks.ParseUDPDatagram(buf[:n]); err == nil && string(data) == "echo:ping" {
+				break
+			}
+		}
+		if time.Since(start) > 15*time.Second {
+			t.Fatalf("no answer from the good destination %v after the first failed lookup", time.Since(start))
+		}
+	}
+	t.Logf("good destination answered after %v (one lookup of 5 s ahead of it)", time.Since(start).Round(time.Millisecond))
 }

@@ -211,7 +211,8 @@ func (s *Server) serveUDP(ctx context.Context, sid uint64, m *mux.Session, st *m
 			return
 		}
 		conn = c
-		assoc = &assocState{srv: s, verdict: make(map[socks.Addr]netip.AddrPort), sent: make(map[netip.AddrPort]bool)}
+		assoc = &assocState{srv: s, verdict: make(map[socks.Addr]netip.AddrPort), failed: make(map[socks.Addr]time.Time),
+			sent: make(map[netip.AddrPort]bool)}
 	}
 	defer conn.Close()
 	if _, err := st.Write(appendStatus(nil, socks.ReplySucceeded, "")); err != nil {
@@ -357,15 +358,25 @@ type assocState struct {
 	srv     *Server
 	mu      sync.Mutex
 	verdict map[socks.Addr]netip.AddrPort // admitted destinations, resolved; invalid = refused
+	failed  map[socks.Addr]time.Time      // names whose lookup failed, and when
 	sent    map[netip.AddrPort]bool
 }
+
+// lookupRetry is how long a name whose lookup failed is not looked up
+// again: its datagrams are dropped meanwhile, so that a name that does not
+// resolve cannot hold up the association's other datagrams one lookup each.
+const lookupRetry = 5 * time.Second
 
 // destination returns where a datagram for addr goes, or an error if the
 // allow-list refuses it or the name does not resolve (logged, limited).
 func (a *assocState) destination(ctx context.Context, sid uint64, remote string, addr socks.Addr) (netip.AddrPort, error) {
 	a.mu.Lock()
 	to, seen := a.verdict[addr]
+	failedAt, failed := a.failed[addr]
 	a.mu.Unlock()
+	if failed && time.Since(failedAt) < lookupRetry {
+		return netip.AddrPort{}, errors.New("the name did not resolve a moment ago")
+	}
 	if seen {
 		if !to.IsValid() {
 			return to, errors.New("refused")
@@ -375,15 +386,21 @@ func (a *assocState) destination(ctx context.Context, sid uint64, remote string,
 	}
 	to, err := a.resolve(ctx, addr)
 	_, refused := errors.AsType[*notAllowedError](err)
+	a.mu.Lock()
 	if err == nil || refused {
-		// Verdicts are kept; a failed lookup is tried again next time.
-		a.mu.Lock()
+		// Verdicts are kept; a failed lookup is tried again later.
 		if len(a.verdict) >= assocCacheMax {
 			clear(a.verdict)
 		}
 		a.verdict[addr] = to
-		a.mu.Unlock()
+		delete(a.failed, addr)
+	} else {
+		if len(a.failed) >= assocCacheMax {
+			clear(a.failed)
+		}
+		a.failed[addr] = time.Now()
 	}
+	a.mu.Unlock()
 	if err != nil {
 		msg := "target refused"
 		if !refused {
