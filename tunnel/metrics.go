@@ -126,10 +126,14 @@ func families(info BuildInfo) []family {
 		byLabel("smuxtun_stream_bytes_total", counter,
 			"Application bytes carried by streams: up = from the client's applications to the target, down = back.",
 			"direction", "up", uval(stats.bytesUp.Load()), "down", uval(stats.bytesDown.Load())),
+		one("smuxtun_udp_flows_active", gauge,
+			"UDP flows (one per source address of a UDP forward) and SOCKS UDP associations open now.", ival(stats.udpFlowsActive.Load())),
 	}
 	if info.Side == SideServer {
 		fs = append(fs, one("smuxtun_target_dial_failures_total", counter,
-			"Connections to the target that failed (refused, unreachable, timed out).", uval(stats.targetDialFailures.Load())))
+			"Connections to the target that failed (refused, unreachable, timed out).", uval(stats.targetDialFailures.Load())),
+			one("smuxtun_targets_refused_total", counter,
+				"Streams and datagrams whose client-chosen target the allow-list refused.", uval(stats.targetsRefused.Load())))
 	}
 	return append(fs,
 		one("smuxtun_kcp_sessions_active", gauge, "KCP sessions open now.", uval(k.CurrEstab)),

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -191,6 +192,35 @@ func TestMetricsEndpoint(t *testing.T) {
 			if v := value(t, fams, "smuxtun_streams_failed_total"); v <= streamsFailed {
 				t.Errorf("streams failed stayed at %.0f", v)
 			}
+		})
+
+		t.Run("target-refused-and-udp-flows", func(t *testing.T) {
+			u := startUDPEcho(t, "127.0.0.1:0")
+			srv, _ := runServer(t, pairOpts{target: startEcho(t, "tcp", "127.0.0.1:0"), allow: []string{u}})
+			fwd := []string{
+				"127.0.0.1:" + strconv.Itoa(freePort(t, "tcp")) + "=" + refusingAddr(t),
+				"127.0.0.1:" + strconv.Itoa(freePort(t, "udp")) + "/udp=" + u,
+			}
+			cli, _ := runClient(t, pairOpts{remote: srv.Addrs()[0].String(), forward: fwd, local: "-"})
+			start := value(t, s.scrape(), "smuxtun_targets_refused_total")
+			c, err := net.Dial("tcp", cli.ForwardAddrs()[0].String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			s.waitFor("counting the refused target", func(f map[string]*dto.MetricFamily) bool {
+				return value(t, f, "smuxtun_targets_refused_total") == start+1
+			})
+			uc, err := net.Dial("udp", cli.ForwardAddrs()[1].String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer uc.Close()
+			uc.Write([]byte("flow"))
+			// The flow is open at both ends of this process.
+			s.waitFor("the UDP flow at both ends", func(f map[string]*dto.MetricFamily) bool {
+				return value(t, f, "smuxtun_udp_flows_active") >= 2
+			})
 		})
 	})
 }

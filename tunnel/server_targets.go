@@ -109,6 +109,8 @@ func (s *Server) refuse(sid uint64, m *mux.Session, st *mux.Stream, kind streamK
 	if code != socks.ReplyNotAllowed {
 		what = "cannot reach target"
 		stats.targetDialFailures.Add(1)
+	} else {
+		stats.targetsRefused.Add(1)
 	}
 	target := dst.String()
 	if kind == kindAssoc {
@@ -221,7 +223,9 @@ func (s *Server) serveUDP(ctx context.Context, sid uint64, m *mux.Session, st *m
 	}
 	stats.streamsOpened.Add(1)
 	stats.streamsActive.Add(1)
+	stats.udpFlowsActive.Add(1)
 	defer stats.streamsActive.Add(-1)
+	defer stats.udpFlowsActive.Add(-1)
 	remote := remoteOf(m)
 	lvl := s.set.streamLevel()
 	s.log.Log(ctx, lvl, "udp flow opened", "session", sid, "stream", st.ID(), "client", remote, "kind", kind.String(), "target", dst.String())
@@ -405,6 +409,8 @@ func (a *assocState) destination(ctx context.Context, sid uint64, remote string,
 		msg := "target refused"
 		if !refused {
 			msg = "cannot reach target"
+		} else {
+			stats.targetsRefused.Add(1)
 		}
 		a.warn(sid, remote, msg, addr, err)
 		return netip.AddrPort{}, err

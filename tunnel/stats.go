@@ -32,6 +32,8 @@ type counters struct {
 	// Counted for the metrics endpoint (metrics.go).
 	sessionsLost       atomic.Uint64 // client: established sessions that died under it
 	targetDialFailures atomic.Uint64 // server: streams whose target could not be reached
+	targetsRefused     atomic.Uint64 // server: client-chosen targets the allow-list refused
+	udpFlowsActive     atomic.Int64  // UDP flows and SOCKS UDP associations open now
 }
 
 var stats counters
@@ -61,6 +63,8 @@ var statList = []stat{
 	{"StreamsActive", i64(&stats.streamsActive)},
 	{"StreamErrors", u64(&stats.streamErrors)},
 	{"TargetDialFailures", u64(&stats.targetDialFailures)},
+	{"TargetsRefused", u64(&stats.targetsRefused)},
+	{"UDPFlowsActive", i64(&stats.udpFlowsActive)},
 	{"BytesUp", u64(&stats.bytesUp)},
 	{"BytesDown", u64(&stats.bytesDown)},
 }
