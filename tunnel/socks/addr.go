@@ -16,7 +16,7 @@ const maxAddrLen = 1 + 1 + 255 + 2
 // of a reply, or the destination in a UDP datagram's header.
 type Addr struct {
 	// Host is an IP address in its canonical text form (no brackets, no
-	// zone) or a host name, kept as a name: the tunnel resolves it at the
+	// zone; an IPv4-mapped IPv6 address is written as IPv4) or a host name, kept as a name: the tunnel resolves it at the
 	// server's end. A name is 1..255 bytes of printable ASCII.
 	Host string
 	Port uint16
@@ -141,7 +141,9 @@ func parseAddr(b []byte) (Addr, int, error) {
 	case atypIPv4:
 		a.Host = netip.AddrFrom4([4]byte(b[1:5])).String()
 	case atypIPv6:
-		a.Host = netip.AddrFrom16([16]byte(b[1:17])).String()
+		// An IPv4-mapped address is the IPv4 address, as everywhere in
+		// Addr: it encodes back as IPv4.
+		a.Host = netip.AddrFrom16([16]byte(b[1:17])).Unmap().String()
 	case atypDomain:
 		if a.Host, err = hostFromName(b[2 : n-2]); err != nil {
 			return Addr{}, 0, err

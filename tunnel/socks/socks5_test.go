@@ -164,7 +164,7 @@ func TestRequestParsing(t *testing.T) {
 	}{
 		{"ipv4", request(1, dstIPv4("192.0.2.7", 443)), Request{Cmd: CmdConnect, Dst: Addr{"192.0.2.7", 443}}},
 		{"ipv6", request(1, dstIPv6("2001:db8::1", 22)), Request{Cmd: CmdConnect, Dst: Addr{"2001:db8::1", 22}}},
-		{"ipv4-mapped", request(1, dstIPv6("::ffff:192.0.2.1", 80)), Request{Cmd: CmdConnect, Dst: Addr{"::ffff:192.0.2.1", 80}}},
+		{"ipv4-mapped", request(1, dstIPv6("::ffff:192.0.2.1", 80)), Request{Cmd: CmdConnect, Dst: Addr{"192.0.2.1", 80}}},
 		{"domain", request(1, dstName("example.com", 80)), Request{Cmd: CmdConnect, Dst: Addr{"example.com", 80}}},
 		{"domain-255", request(1, dstName(strings.Repeat("a", 255), 80)), Request{Cmd: CmdConnect, Dst: Addr{strings.Repeat("a", 255), 80}}},
 		{"domain-is-ip", request(1, dstName("2001:DB8:0::2", 80)), Request{Cmd: CmdConnect, Dst: Addr{"2001:db8::2", 80}}},
