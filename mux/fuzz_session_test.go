@@ -123,7 +123,9 @@ func fuzzSessionOnce(t *testing.T, data []byte) {
 	if sel&2 != 0 {
 		s, err = mux.Client(conn, cfg.ours())
 	} else {
-		s, err = mux.Server(conn, cfg.ours())
+		mc := cfg.ours()
+		mc.AcceptMarked = true // marks are read only by a server that takes them
+		s, err = mux.Server(conn, mc)
 	}
 	if err != nil {
 		t.Fatalf("session: %v", err)
