@@ -462,11 +462,7 @@ func (c *Client) socksUDP(ctx context.Context, req *socks.Request, conn net.Conn
 	if err := req.Reply(socks.ReplySucceeded, uc.LocalAddr()); err != nil {
 		return
 	}
-	stats.streamsOpened.Add(1)
-	stats.streamsActive.Add(1)
-	stats.udpFlowsActive.Add(1)
-	defer stats.streamsActive.Add(-1)
-	defer stats.udpFlowsActive.Add(-1)
+	defer countUDPFlow()()
 	lvl := c.set.streamLevel()
 	c.log.Log(ctx, lvl, "udp association opened", "session", cs.id, "stream", st.ID(), "client", remote.String(), "udp", uc.LocalAddr().String())
 
@@ -704,11 +700,7 @@ func (c *Client) runFlow(ctx context.Context, fl *forwardListener, f *udpFlow) {
 		}
 		return
 	}
-	stats.streamsOpened.Add(1)
-	stats.streamsActive.Add(1)
-	stats.udpFlowsActive.Add(1)
-	defer stats.streamsActive.Add(-1)
-	defer stats.udpFlowsActive.Add(-1)
+	defer countUDPFlow()()
 	lvl := c.set.streamLevel()
 	c.log.Log(ctx, lvl, "udp flow opened", "session", cs.id, "stream", st.ID(), "client", f.src.String(), "target", fl.f.Target)
 	stream := c.set.streamConn(st)

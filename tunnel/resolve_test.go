@@ -115,26 +115,7 @@ func TestWildcardNameToLoopbackRefused(t *testing.T) {
 	waitLogWithin(t, 2*time.Second, "server", &srvLog, `msg="target refused"`, "kind=udp", "loopback")
 
 	// A UDP association's datagram to that name is dropped, with a WARN.
-	sc, err := net.Dial("tcp", proxy)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sc.Close()
-	sc.SetDeadline(time.Now().Add(10 * time.Second))
-	sc.Write([]byte{5, 1, 0, 5, 3, 0, 1, 0, 0, 0, 0, 0, 0})
-	var hdr [5]byte
-	if _, err := io.ReadFull(sc, hdr[:]); err != nil || hdr[3] != 0 {
-		t.Fatalf("UDP ASSOCIATE: %v %v", hdr, err)
-	}
-	bound, err := socks.ReadAddr(sc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ac, err := net.Dial("udp", bound.String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ac.Close()
+	ac := socksAssociate(t, proxy)
 	pkt, _ := socks.AppendUDPDatagram(nil, socks.Addr{Host: "evil.example.test", Port: uint16(p)}, []byte("hello"))
 	ac.Write(pkt)
 	waitLogWithin(t, 2*time.Second, "server", &srvLog, `msg="target refused"`, "kind=udp-associate", "loopback")
@@ -250,26 +231,7 @@ func TestAssociationFailedLookupCached(t *testing.T) {
 	serveInBackground(t, srv.Serve)
 	cli, _ := runClient(t, pairOpts{transport: config.TransportTCP, remote: srv.Addrs()[0].String(), local: "-",
 		socks: "127.0.0.1:" + strconv.Itoa(freePort(t, "tcp"))})
-	sc, err := net.Dial("tcp", cli.SocksAddr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sc.Close()
-	sc.SetDeadline(time.Now().Add(30 * time.Second))
-	sc.Write([]byte{5, 1, 0, 5, 3, 0, 1, 0, 0, 0, 0, 0, 0})
-	var hdr [5]byte
-	if _, err := io.ReadFull(sc, hdr[:]); err != nil || hdr[3] != 0 {
-		t.Fatalf("UDP ASSOCIATE: %v %v", hdr, err)
-	}
-	bound, err := socks.ReadAddr(sc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ac, err := net.Dial("udp", bound.String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ac.Close()
+	ac := socksAssociate(t, cli.SocksAddr().String())
 	start := time.Now()
 	dead, _ := socks.AppendUDPDatagram(nil, socks.Addr{Host: "nowhere.example.test", Port: 53}, []byte("q"))
 	for range 10 {
@@ -292,4 +254,31 @@ func TestAssociationFailedLookupCached(t *testing.T) {
 		}
 	}
 	t.Logf("good destination answered after %v (one lookup of 5 s ahead of it)", time.Since(start).Round(time.Millisecond))
+}
+
+// socksAssociate opens a SOCKS5 UDP ASSOCIATE at proxy and returns a UDP
+// socket connected to the relay; both close when the test ends.
+func socksAssociate(t *testing.T, proxy string) net.Conn {
+	t.Helper()
+	sc, err := net.Dial("tcp", proxy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sc.Close() })
+	sc.SetDeadline(time.Now().Add(30 * time.Second))
+	sc.Write([]byte{5, 1, 0, 5, 3, 0, 1, 0, 0, 0, 0, 0, 0})
+	var hdr [5]byte
+	if _, err := io.ReadFull(sc, hdr[:]); err != nil || hdr[3] != 0 {
+		t.Fatalf("UDP ASSOCIATE: %v %v", hdr, err)
+	}
+	bound, err := socks.ReadAddr(sc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ac, err := net.Dial("udp", bound.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ac.Close() })
+	return ac
 }

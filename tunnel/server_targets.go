@@ -221,11 +221,7 @@ func (s *Server) serveUDP(ctx context.Context, sid uint64, m *mux.Session, st *m
 		st.Close()
 		return
 	}
-	stats.streamsOpened.Add(1)
-	stats.streamsActive.Add(1)
-	stats.udpFlowsActive.Add(1)
-	defer stats.streamsActive.Add(-1)
-	defer stats.udpFlowsActive.Add(-1)
+	defer countUDPFlow()()
 	remote := remoteOf(m)
 	lvl := s.set.streamLevel()
 	s.log.Log(ctx, lvl, "udp flow opened", "session", sid, "stream", st.ID(), "client", remote, "kind", kind.String(), "target", dst.String())

@@ -205,3 +205,15 @@ func RunSnmpLogger(ctx context.Context, pattern string, period time.Duration, lo
 		}
 	}
 }
+
+// countUDPFlow counts a UDP flow (or SOCKS UDP association) as a stream
+// that opened and is open now; the returned func counts its end.
+func countUDPFlow() (ended func()) {
+	stats.streamsOpened.Add(1)
+	stats.streamsActive.Add(1)
+	stats.udpFlowsActive.Add(1)
+	return func() {
+		stats.streamsActive.Add(-1)
+		stats.udpFlowsActive.Add(-1)
+	}
+}
