@@ -16,7 +16,8 @@ func TestTroubleshootingCoversEveryWarning(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	re := regexp.MustCompile(`\.(Warn|Error)\("([^"]+)"`)
+	// log.Warn("msg", ...), and limiter.warn(log, key, "msg", ...) (lograte.go).
+	re := regexp.MustCompile(`\.(Warn|Error)\("([^"]+)"|\.(warn)\([^,]+, [^,]+, "([^"]+)"`)
 	seen := 0
 	for _, dir := range []string{"tunnel", "cmd/internal/app", "config"} {
 		files, err := filepath.Glob(filepath.Join(repoRoot, dir, "*.go"))
@@ -33,8 +34,9 @@ func TestTroubleshootingCoversEveryWarning(t *testing.T) {
 			}
 			for _, m := range re.FindAllStringSubmatch(string(src), -1) {
 				seen++
-				if !strings.Contains(string(doc), m[2]) {
-					t.Errorf("%s logs %q, which docs/TROUBLESHOOTING.md does not explain", filepath.Base(f), m[2])
+				msg := m[2] + m[4]
+				if !strings.Contains(string(doc), msg) {
+					t.Errorf("%s logs %q, which docs/TROUBLESHOOTING.md does not explain", filepath.Base(f), msg)
 				}
 			}
 		}

@@ -363,15 +363,7 @@ func replyFor(err error) socks.Reply {
 // at most once per warnEvery per listener and target.
 func (c *Client) warnTarget(msg, listen string, dst string, err error, args ...any) {
 	stats.streamErrors.Add(1)
-	ok, held := c.targetsWarn.allow(msg+listen+" "+dst, time.Now())
-	if !ok {
-		return
-	}
-	args = append(args, "listen", listen, "target", dst, "err", err)
-	if held > 0 {
-		args = append(args, "more_not_logged", held)
-	}
-	c.log.Warn(msg, args...)
+	c.targetsWarn.warn(c.log, msg+listen+" "+dst, msg, append(args, "listen", listen, "target", dst, "err", err)...)
 }
 
 // resetConn closes a TCP connection with a reset, which tells the

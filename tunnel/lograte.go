@@ -1,6 +1,7 @@
 package tunnel
 
 import (
+	"log/slog"
 	"sync"
 	"time"
 )
@@ -58,6 +59,19 @@ func (l *warnLimiter) allow(key string, now time.Time) (ok bool, held uint64) {
 	held = l.suppressed[key]
 	delete(l.suppressed, key)
 	return true, held
+}
+
+// warn logs msg at Warn if allow lets key through now, with the count of
+// warnings held back since the last one as held_back.
+func (l *warnLimiter) warn(log *slog.Logger, key, msg string, args ...any) {
+	ok, held := l.allow(key, time.Now())
+	if !ok {
+		return
+	}
+	if held > 0 {
+		args = append(args, "held_back", held)
+	}
+	log.Warn(msg, args...)
 }
 
 // expire forgets keys whose period has passed (and what they held back).

@@ -117,13 +117,8 @@ func (s *Server) refuse(sid uint64, m *mux.Session, st *mux.Stream, kind streamK
 		target = "" // each datagram names its own
 	}
 	remote := remoteOf(m)
-	if ok, held := s.refusedWarn.allow(remote+" "+target, time.Now()); ok {
-		args := []any{"session", sid, "stream", st.ID(), "client", remote, "kind", kind.String(), "target", target, "err", msg}
-		if held > 0 {
-			args = append(args, "more_not_logged", held)
-		}
-		s.log.Warn(what, args...)
-	}
+	s.refusedWarn.warn(s.log, remote+" "+target, what,
+		"session", sid, "stream", st.ID(), "client", remote, "kind", kind.String(), "target", target, "err", msg)
 }
 
 // serveMarked serves a stream whose client named its target.
@@ -135,13 +130,7 @@ func (s *Server) serveMarked(ctx context.Context, sid uint64, m *mux.Session, st
 		st.Close()
 		stats.streamErrors.Add(1)
 		remote := remoteOf(m)
-		if ok, held := s.refusedWarn.allow(remote+" bad request", time.Now()); ok {
-			args := []any{"session", sid, "stream", st.ID(), "client", remote, "err", err}
-			if held > 0 {
-				args = append(args, "more_not_logged", held)
-			}
-			s.log.Warn("bad stream request", args...)
-		}
+		s.refusedWarn.warn(s.log, remote+" bad request", "bad stream request", "session", sid, "stream", st.ID(), "client", remote, "err", err)
 		return
 	}
 	switch kind {
@@ -333,13 +322,7 @@ wait:
 	args := []any{"session", sid, "stream", st.ID(), "up", up.Load(), "down", down.Load()}
 	if flowErr != nil {
 		stats.streamErrors.Add(1)
-		if ok, held := s.refusedWarn.allow(remote+" bad request", time.Now()); ok {
-			args = append(args, "client", remote, "err", flowErr)
-			if held > 0 {
-				args = append(args, "more_not_logged", held)
-			}
-			s.log.Warn("udp flow closed", args...)
-		}
+		s.refusedWarn.warn(s.log, remote+" bad request", "udp flow closed", append(args, "client", remote, "err", flowErr)...)
 		return
 	}
 	s.log.Log(context.Background(), lvl, "udp flow closed", args...)
@@ -419,13 +402,8 @@ func (a *assocState) destination(ctx context.Context, sid uint64, remote string,
 // per second per client and destination.
 func (a *assocState) warn(sid uint64, remote, msg string, addr socks.Addr, err error) {
 	stats.streamErrors.Add(1)
-	if ok, held := a.srv.refusedWarn.allow(remote+" "+addr.String(), time.Now()); ok {
-		args := []any{"session", sid, "client", remote, "kind", kindAssoc.String(), "target", addr.String(), "err", err.Error()}
-		if held > 0 {
-			args = append(args, "more_not_logged", held)
-		}
-		a.srv.log.Warn(msg, args...)
-	}
+	a.srv.refusedWarn.warn(a.srv.log, remote+" "+addr.String(), msg,
+		"session", sid, "client", remote, "kind", kindAssoc.String(), "target", addr.String(), "err", err.Error())
 }
 
 func (a *assocState) resolve(ctx context.Context, addr socks.Addr) (netip.AddrPort, error) {

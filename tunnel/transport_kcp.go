@@ -176,19 +176,11 @@ func setDSCP(pc *net.UDPConn, dscp int) error {
 // cipher: most likely a client with another --key or --crypt, which gets
 // no answer and no clue. One line per source host per warnEvery.
 func (t *kcpTransport) badPacket(from net.Addr, listen string) {
-	ok, held := t.cipherWarn.allow(hostOf(from.String()), time.Now())
-	if !ok {
-		return
-	}
 	msg := "packets failed the cipher check: the client's --key or --crypt differs from this server's"
 	if t.block == nil {
 		msg = "packets are not KCP: the client's --crypt differs from this server's"
 	}
-	args := []any{"remote", from.String(), "listen", listen, "crypt", t.crypt}
-	if held > 0 {
-		args = append(args, "held_back", held)
-	}
-	t.log.Warn(msg, args...)
+	t.cipherWarn.warn(t.log, hostOf(from.String()), msg, "remote", from.String(), "listen", listen, "crypt", t.crypt)
 }
 
 // resolveUDP turns host:port into ip:port, honouring ctx.
