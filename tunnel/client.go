@@ -142,10 +142,7 @@ func listenLocal(addr string) (net.Listener, error) {
 		l, err = net.Listen("unix", addr)
 	}
 	if err != nil {
-		if op, ok := errors.AsType[*net.OpError](err); ok {
-			err = op.Err // op's message would repeat the address
-		}
-		return nil, fmt.Errorf("localaddr %s: %w", addr, err)
+		return nil, fmt.Errorf("localaddr %s: %w", addr, unwrapOp(err))
 	}
 	return l, nil
 }
@@ -344,10 +341,8 @@ type resetOnDeath struct {
 
 func (r *resetOnDeath) Close() error {
 	if r.died() {
-		if tc, ok := r.Conn.(*net.TCPConn); ok {
-			_ = tc.SetLinger(0)
-		}
 		r.reset.Store(true)
+		return resetConn(r.Conn)
 	}
 	return r.Conn.Close()
 }

@@ -57,13 +57,17 @@ type forwardListener struct {
 func (c *Client) ForwardAddrs() []net.Addr {
 	out := make([]net.Addr, len(c.forwards))
 	for i, fl := range c.forwards {
-		if fl.udp != nil {
-			out[i] = fl.udp.LocalAddr()
-		} else {
-			out[i] = fl.tcp.Addr()
-		}
+		out[i] = fl.addr()
 	}
 	return out
+}
+
+// addr is where the forward listens.
+func (fl *forwardListener) addr() net.Addr {
+	if fl.udp != nil {
+		return fl.udp.LocalAddr()
+	}
+	return fl.tcp.Addr()
 }
 
 // SocksAddr returns the SOCKS listener's address, nil without --socks.
@@ -140,7 +144,7 @@ func (c *Client) wantsTargets() bool { return len(c.forwards) > 0 || c.socksLn !
 // serveForwards starts the accept loops of the forwards and SOCKS.
 func (c *Client) serveForwards(ctx context.Context, run func(func() error)) {
 	for _, fl := range c.forwards {
-		c.log.Info("forwarding", "listen", c.forwardAddr(fl), "proto", map[bool]string{false: "tcp", true: "udp"}[fl.f.UDP], "target", fl.f.Target)
+		c.log.Info("forwarding", "forward", fl.f.String(), "listen", fl.addr().String())
 		if fl.udp != nil {
 			run(func() error { return c.serveUDPForward(ctx, fl) })
 			continue
@@ -155,13 +159,6 @@ func (c *Client) serveForwards(ctx context.Context, run func(func() error)) {
 			return c.acceptLoop(ctx, c.socksLn, "socks", func(conn net.Conn) { c.handleSocks(ctx, conn) })
 		})
 	}
-}
-
-func (c *Client) forwardAddr(fl *forwardListener) string {
-	if fl.udp != nil {
-		return fl.udp.LocalAddr().String()
-	}
-	return fl.tcp.Addr().String()
 }
 
 // checkTargets waits for a new session's hello when the client needs
@@ -263,25 +260,20 @@ func (c *Client) openRequest(ctx context.Context, kind streamKind, dst socks.Add
 			_ = st.SetDeadline(time.Time{})
 			return cs, st, nil
 		}
-		code, msg, err := readStatus(st)
+		err = readAnswer(st)
 		if !stop() {
 			st.Close()
 			return nil, nil, ctx.Err()
 		}
 		_ = st.SetDeadline(time.Time{})
+		if _, refused := err.(*refusedError); refused {
+			st.Close()
+			return nil, nil, err
+		}
 		if err != nil {
 			st.Close()
-			if errors.Is(err, io.EOF) && !cs.mux.IsClosed() {
-				// The server closed the stream without an answer: it
-				// refused the stream (--maxstreams).
-				return nil, nil, &refusedError{code: socks.ReplyGeneralFailure, msg: "the server closed the stream without an answer"}
-			}
-			lastErr = fmt.Errorf("no answer from the server: %w", err)
+			lastErr = err
 			continue
-		}
-		if code != socks.ReplySucceeded {
-			st.Close()
-			return nil, nil, &refusedError{code: code, msg: msg}
 		}
 		return cs, st, nil
 	}
@@ -310,25 +302,32 @@ func newStatusConn(sc net.Conn, st *mux.Stream) *statusConn {
 
 func (s *statusConn) check() error {
 	s.once.Do(func() {
-		code, msg, err := readStatus(s.raw)
-		switch {
-		case err == nil && code == socks.ReplySucceeded:
+		s.err = readAnswer(s.raw)
+		if s.err == nil {
 			_ = s.raw.SetReadDeadline(time.Time{})
 			s.answered.Store(true)
-		case err == nil:
-			s.err = &refusedError{code: code, msg: msg}
-		case errors.Is(err, io.EOF) && !errors.Is(err, mux.ErrSessionClosed):
-			// The server closed the stream without an answer: it
-			// refused the stream (--maxstreams).
-			s.err = &refusedError{code: socks.ReplyGeneralFailure, msg: "the server closed the stream without an answer"}
-		default:
-			s.err = fmt.Errorf("no answer from the server: %w", err)
-		}
-		if re, ok := s.err.(*refusedError); ok {
+		} else if re, ok := s.err.(*refusedError); ok {
 			s.refusal.Store(re)
 		}
 	})
 	return s.err
+}
+
+// readAnswer reads the server's status for a request: nil for success, a
+// *refusedError when the server refused it (or closed the stream without
+// an answer, as it does past --maxstreams), another error when no answer
+// came (the session ended, the wait timed out).
+func readAnswer(st *mux.Stream) error {
+	code, msg, err := readStatus(st)
+	switch {
+	case err == nil && code == socks.ReplySucceeded:
+		return nil
+	case err == nil:
+		return &refusedError{code: code, msg: msg}
+	case errors.Is(err, io.EOF) && !errors.Is(err, mux.ErrSessionClosed):
+		return &refusedError{code: socks.ReplyGeneralFailure, msg: "the server closed the stream without an answer"}
+	}
+	return fmt.Errorf("no answer from the server: %w", err)
 }
 
 // unanswered reports whether the server has not (yet) accepted the request.
@@ -368,11 +367,11 @@ func (c *Client) warnTarget(msg, listen string, dst string, err error, args ...a
 
 // resetConn closes a TCP connection with a reset, which tells the
 // application at once that nothing was carried.
-func resetConn(conn net.Conn) {
+func resetConn(conn net.Conn) error {
 	if tc, ok := conn.(*net.TCPConn); ok {
 		_ = tc.SetLinger(0)
 	}
-	conn.Close()
+	return conn.Close()
 }
 
 // handleForward carries one connection of a TCP forward. Its bytes go up
@@ -382,14 +381,14 @@ func (c *Client) handleForward(ctx context.Context, conn net.Conn, fl *forwardLi
 	if err != nil {
 		resetConn(conn)
 		if ctx.Err() == nil {
-			c.warnTarget("forward failed", fl.tcp.Addr().String(), fl.f.Target, err, "client", conn.RemoteAddr().String())
+			c.warnTarget("forward failed", fl.addr().String(), fl.f.Target, err, "client", conn.RemoteAddr().String())
 		}
 		return
 	}
 	sc := newStatusConn(c.set.streamConn(st), st)
 	c.carry(ctx, cs, conn, st, sc, sc)
 	if re := sc.refusal.Load(); re != nil {
-		c.warnTarget("forward failed", fl.tcp.Addr().String(), fl.f.Target, re, "client", conn.RemoteAddr().String())
+		c.warnTarget("forward failed", fl.addr().String(), fl.f.Target, re, "client", conn.RemoteAddr().String())
 	}
 }
 
@@ -639,13 +638,7 @@ func (c *Client) expireFlows(ctx context.Context, fl *forwardListener) {
 	for {
 		select {
 		case <-ctx.Done():
-			fl.mu.Lock()
-			for src, f := range fl.flows {
-				delete(fl.flows, src)
-				f.close()
-			}
-			fl.mu.Unlock()
-			return
+			return // each flow's context ends with ctx; its runFlow removes it
 		case now := <-t.C:
 			limit := now.Add(-c.udpTimeout).UnixNano()
 			fl.mu.Lock()
@@ -683,7 +676,7 @@ func (c *Client) runFlow(ctx context.Context, fl *forwardListener, f *udpFlow) {
 			}
 		}
 	}()
-	listen := fl.udp.LocalAddr().String()
+	listen := fl.addr().String()
 	// A flow evicted or expired while its stream opens stops waiting.
 	cs, st, err := c.openTarget(f.ctx, kindUDP, fl.dst)
 	if err != nil {
