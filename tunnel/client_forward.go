@@ -486,7 +486,7 @@ func (c *Client) socksUDP(ctx context.Context, req *socks.Request, conn net.Conn
 		rcv := newUDPReceiver(uc)
 		defer rcv.release()
 		for {
-			pkt, _, from, err := rcv.read()
+			pkt, from, err := rcv.read()
 			if err != nil {
 				if isTransientUDP(err) {
 					continue

@@ -192,7 +192,7 @@ func TestUDPReceiverReportsPendingError(t *testing.T) {
 	defer u.release()
 	done := make(chan error, 1)
 	go func() {
-		_, _, _, err := u.read()
+		_, _, err := u.read()
 		done <- err
 	}()
 	select {

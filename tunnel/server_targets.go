@@ -274,7 +274,7 @@ func (s *Server) serveUDP(ctx context.Context, sid uint64, m *mux.Session, st *m
 		rcv := newUDPReceiver(conn)
 		defer rcv.release()
 		for {
-			data, n, from, err := rcv.read()
+			data, from, err := rcv.read()
 			if err != nil {
 				if isTransientUDP(err) {
 					continue
@@ -294,7 +294,7 @@ func (s *Server) serveUDP(ctx context.Context, sid uint64, m *mux.Session, st *m
 				src = &a
 			}
 			touch()
-			down.Add(int64(n))
+			down.Add(int64(len(data)))
 			if err := w.write(src, data); err != nil {
 				end(nil)
 				return

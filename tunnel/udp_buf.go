@@ -32,16 +32,16 @@ func newUDPReceiver(c *net.UDPConn) *udpReceiver {
 }
 
 // read returns the next datagram, valid until the next call, and its
-// source. A datagram longer than MaxDatagram comes back with its length
-// only (data is nil, n > MaxDatagram) so that the caller drops it.
-func (u *udpReceiver) read() (data []byte, n int, from netip.AddrPort, err error) {
+// source. A datagram longer than MaxDatagram comes back as nil data with no
+// error, for the caller to drop.
+func (u *udpReceiver) read() (data []byte, from netip.AddrPort, err error) {
 	u.release()
 	size := -1
 	if u.rc != nil {
 		// The peek reports (and clears) an error pending on the socket,
 		// such as an ICMP port unreachable: the caller decides.
 		if size, err = peekSize(u.rc); err != nil {
-			return nil, 0, from, err
+			return nil, from, err
 		}
 	}
 	buf := u.small
@@ -49,14 +49,11 @@ func (u *udpReceiver) read() (data []byte, n int, from netip.AddrPort, err error
 		u.large = datagramPool.Get().(*[]byte)
 		buf = *u.large
 	}
-	n, from, err = u.c.ReadFromUDPAddrPort(buf)
-	if err != nil {
-		return nil, n, from, err
+	n, from, err := u.c.ReadFromUDPAddrPort(buf)
+	if err != nil || size > MaxDatagram || n > MaxDatagram {
+		return nil, from, err
 	}
-	if size > MaxDatagram || n > MaxDatagram {
-		return nil, max(size, n), from, nil
-	}
-	return buf[:n], n, from, nil
+	return buf[:n], from, nil
 }
 
 // release gives back a borrowed buffer.
