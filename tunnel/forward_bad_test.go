@@ -2,6 +2,7 @@ package tunnel
 
 import (
 	"bytes"
+	"context"
 	"io"
 	"net"
 	"net/netip"
@@ -19,11 +20,15 @@ import (
 // rawMuxToServer starts a server on the TCP transport in the clear and
 // returns a mux client session to it that has seen the server's hello, and
 // the server's log.
-func rawMuxToServer(t *testing.T, allow []string) (*mux.Session, *syncBuffer) {
+func rawMuxToServer(t *testing.T, allow []string, udpTimeout ...int) (*mux.Session, *syncBuffer) {
 	t.Helper()
 	def := startEcho(t, "tcp", "127.0.0.1:0")
 	plain := func(cc *config.Common) { cc.Crypt = "null" }
-	srv, srvLog := runServerLogged(t, pairOpts{transport: config.TransportTCP, nocomp: true, target: def, allow: allow, tweak: plain})
+	o := pairOpts{transport: config.TransportTCP, nocomp: true, target: def, allow: allow, tweak: plain}
+	if len(udpTimeout) > 0 {
+		o.udpTimeout = udpTimeout[0]
+	}
+	srv, srvLog := runServerLogged(t, o)
 	c, err := net.Dial("tcp", srv.Addrs()[0].String())
 	if err != nil {
 		t.Fatal(err)
@@ -293,5 +298,63 @@ func TestUDPQueueBudgetReturned(t *testing.T) {
 			t.Fatalf("5 s after the senders stopped: %d flows, %d bytes still counted as queued", n, fl.queued.Load())
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// The server closes a UDP flow idle for its own --udptimeout, even when
+// the client never closes it (a client that went quiet, or misbehaves).
+func TestServerClosesIdleUDPFlow(t *testing.T) {
+	u := startUDPEcho(t, "127.0.0.1:0")
+	m, _ := rawMuxToServer(t, []string{u}, 1)
+	st, err := m.OpenMarkedStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	req, _ := appendRequest(nil, kindUDP, socks.AddrFromAddrPort(mustAddrPort(t, u)))
+	st.Write(req)
+	if code, _, err := readStatus(st); err != nil || code != socks.ReplySucceeded {
+		t.Fatalf("status %v, %v", code, err)
+	}
+	w := &datagramWriter{w: st}
+	w.write(nil, []byte("once"))
+	r := newDatagramReader(st, false)
+	defer r.release()
+	start := time.Now()
+	st.SetReadDeadline(start.Add(10 * time.Second))
+	if _, data, err := r.read(); err != nil || string(data) != "echo:once" {
+		t.Fatalf("answer: %q %v", data, err)
+	}
+	_, _, err = r.read()
+	if err != io.EOF {
+		t.Fatalf("idle flow: read %v after %v, want io.EOF (the server closing it)", err, time.Since(start))
+	}
+	if took := time.Since(start); took < 900*time.Millisecond || took > 5*time.Second {
+		t.Fatalf("the server closed the idle flow after %v, want about its --udptimeout of 1 s", took)
+	}
+}
+
+// At the cap, a new source replaces the flow idle longest (not the
+// newest, not a busy one), and that flow is told to stop.
+func TestEvictOldestFlow(t *testing.T) {
+	fl := &forwardListener{flows: make(map[netip.AddrPort]*udpFlow)}
+	now := time.Now().UnixNano()
+	var flows []*udpFlow
+	for i, age := range []int64{5, 60, 1} { // seconds since the last datagram
+		f := &udpFlow{src: netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(1000+i))}
+		f.ctx, f.close = context.WithCancel(context.Background())
+		f.last.Store(now - age*int64(time.Second))
+		fl.flows[f.src] = f
+		flows = append(flows, f)
+	}
+	fl.evictOldestLocked()
+	if _, ok := fl.flows[flows[1].src]; ok || len(fl.flows) != 2 {
+		t.Fatalf("after eviction: %d flows, the one idle 60 s still there: %v", len(fl.flows), ok)
+	}
+	if flows[1].ctx.Err() == nil {
+		t.Fatal("the evicted flow was not told to stop")
+	}
+	if flows[0].ctx.Err() != nil || flows[2].ctx.Err() != nil {
+		t.Fatal("a flow that stays was stopped")
 	}
 }

@@ -642,3 +642,47 @@ func TestForwardSendsBeforeTheAnswer(t *testing.T) {
 	}
 	t.Fatal("through the forward the answer took half a round trip or more longer than through --localaddr, three times")
 }
+
+// Bad SOCKS requests through the client: a BIND gets "command not
+// supported", a request cut off inside its address gets a failure reply;
+// each connection is closed and the client logs it once; the proxy keeps
+// serving.
+func TestSocksBadRequests(t *testing.T) {
+	var cliLog syncBuffer
+	def := startEcho(t, "tcp", "127.0.0.1:0")
+	srv, _ := runServer(t, pairOpts{transport: config.TransportTCP, target: def})
+	cli, _ := runClient(t, pairOpts{transport: config.TransportTCP, remote: srv.Addrs()[0].String(), local: "-",
+		socks: "127.0.0.1:" + strconv.Itoa(freePort(t, "tcp")), cliLog: &cliLog})
+	proxy := cli.SocksAddr().String()
+	send := func(b []byte, halfClose bool) []byte {
+		t.Helper()
+		c, err := net.Dial("tcp", proxy)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		c.Write(b)
+		if halfClose {
+			c.(*net.TCPConn).CloseWrite()
+		}
+		got, err := io.ReadAll(c)
+		if err != nil && !errors.Is(err, syscall.ECONNRESET) {
+			t.Fatalf("read: %v (want the proxy to answer and close)", err)
+		}
+		return got
+	}
+	// greeting, chosen no-auth; then the reply: VER REP ...
+	if got := send([]byte{5, 1, 0, 5, 2, 0, 1, 127, 0, 0, 1, 0, 80}, false); len(got) < 4 || got[3] != byte(socks.ReplyCommandNotSupported) {
+		t.Fatalf("BIND: got %v, want reply %d", got, socks.ReplyCommandNotSupported)
+	}
+	if got := send([]byte{5, 1, 0, 5, 1, 0, 1, 127, 0}, true); len(got) < 4 || got[3] != byte(socks.ReplyGeneralFailure) {
+		t.Fatalf("truncated address: got %v, want reply %d", got, socks.ReplyGeneralFailure)
+	}
+	waitLogWithin(t, 2*time.Second, "client", &cliLog, "level=WARN", `msg="socks request refused"`)
+	c, rep, err := socks5Connect(proxy, "127.0.0.1", int(netip.MustParseAddrPort(def).Port()))
+	if err != nil || rep != 0 {
+		t.Fatalf("a good request after the bad ones: reply %d, %v", rep, err)
+	}
+	c.Close()
+}
