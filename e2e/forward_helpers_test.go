@@ -116,30 +116,6 @@ func transferVia(addr string, op operation, size int64, timeout time.Duration) e
 	return nil
 }
 
-// startUDPEcho runs a UDP target on addr that answers each datagram with
-// "echo:" and the datagram, and returns its address.
-func startUDPEcho(t *testing.T, addr string) string {
-	t.Helper()
-	c, err := net.ListenPacket("udp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		buf := make([]byte, 65536)
-		for {
-			n, from, err := c.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			c.WriteTo(append([]byte("echo:"), buf[:n]...), from)
-		}
-	}()
-	t.Cleanup(func() { c.Close(); <-done })
-	return c.LocalAddr().String()
-}
-
 // udpPairs sends n distinct requests from one socket to addr, one at a time,
 // and counts the ones answered with their echo. UDP may drop a datagram: a
 // request goes out again after 300 ms without its answer, at most 20 times.

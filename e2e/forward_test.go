@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/smuxtun/smuxtun/internal/demo"
+	"github.com/smuxtun/smuxtun/internal/nettest"
 )
 
 // TestForwardTransfers: one server allowing four targets, one client with
@@ -34,7 +35,7 @@ func TestForwardTransfers(t *testing.T) {
 		allow = append(allow, "--allow", tg.Addr())
 		fwd = append(fwd, "--forward", freeAddr(t)+"="+tg.Addr())
 	}
-	udpTarget := startUDPEcho(t, "127.0.0.1:0")
+	udpTarget := nettest.UDPEcho(t, "127.0.0.1:0")
 	udpListen := freeUDPAddr(t)
 	allow = append(allow, "--allow", udpTarget)
 	fwd = append(fwd, "--forward", udpListen+"/udp="+udpTarget)
@@ -112,7 +113,7 @@ func TestSocksCurl(t *testing.T) {
 		_, port6, _ = net.SplitHostPort(startHTTP(t, "[::1]:0", body6))
 		allow = append(allow, "--allow", "[::1]:"+port6)
 	}
-	udpTarget := startUDPEcho(t, "127.0.0.1:0")
+	udpTarget := nettest.UDPEcho(t, "127.0.0.1:0")
 	allow = append(allow, "--allow", udpTarget)
 	proxy := freeAddr(t)
 	tg := startTarget(t, false)

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/smuxtun/smuxtun/config"
+	"github.com/smuxtun/smuxtun/internal/nettest"
 	"github.com/smuxtun/smuxtun/mux"
 	"github.com/smuxtun/smuxtun/tunnel/socks"
 )
@@ -69,7 +70,7 @@ func TestMarkedStreamBadInput(t *testing.T) {
 	defer func(d, w time.Duration) { requestTimeout, refusedWarnEvery = d, w }(requestTimeout, refusedWarnEvery)
 	requestTimeout = 300 * time.Millisecond
 	refusedWarnEvery = 0 // one WARN per case
-	u := startUDPEcho(t, "127.0.0.1:0")
+	u := nettest.UDPEcho(t, "127.0.0.1:0")
 	leakChecked(t, func(t *testing.T) {
 		m, srvLog := rawMuxToServer(t, []string{u})
 		udpReq, _ := appendRequest(nil, kindUDP, socks.AddrFromAddrPort(mustAddrPort(t, u)))
@@ -139,7 +140,7 @@ func mustAddrPort(t *testing.T, s string) netip.AddrPort {
 func TestUDPFlowsPerSessionCapped(t *testing.T) {
 	defer func(n int32) { maxFlowsPerSession = n }(maxFlowsPerSession)
 	maxFlowsPerSession = 20
-	u := startUDPEcho(t, "127.0.0.1:0")
+	u := nettest.UDPEcho(t, "127.0.0.1:0")
 	leakChecked(t, func(t *testing.T) {
 		m, srvLog := rawMuxToServer(t, []string{u})
 		req, _ := appendRequest(nil, kindUDP, socks.AddrFromAddrPort(mustAddrPort(t, u)))
@@ -181,7 +182,7 @@ func TestUDPForwardFlood(t *testing.T) {
 	if testing.Short() {
 		t.Skip("10,000 sockets")
 	}
-	u := startUDPEcho(t, "127.0.0.1:0")
+	u := nettest.UDPEcho(t, "127.0.0.1:0")
 	leakChecked(t, func(t *testing.T) {
 		srv, _ := runServer(t, pairOpts{transport: config.TransportTCP, target: u, allow: []string{u}})
 		fwd := "127.0.0.1:" + strconv.Itoa(freePort(t, "udp")) + "/udp=" + u
@@ -263,7 +264,7 @@ func TestBadRequestWarningsLimited(t *testing.T) {
 // does not leak away.
 func TestUDPQueueBudgetReturned(t *testing.T) {
 	def := startEcho(t, "tcp", "127.0.0.1:0")
-	refused := startUDPEcho(t, "127.0.0.1:0")
+	refused := nettest.UDPEcho(t, "127.0.0.1:0")
 	srv, _ := runServer(t, pairOpts{transport: config.TransportTCP, target: def})
 	fwd := "127.0.0.1:" + strconv.Itoa(freePort(t, "udp")) + "/udp=" + refused
 	cli, _ := runClient(t, pairOpts{transport: config.TransportTCP, remote: srv.Addrs()[0].String(), forward: []string{fwd}, local: "-"})
@@ -304,7 +305,7 @@ func TestUDPQueueBudgetReturned(t *testing.T) {
 // The server closes a UDP flow idle for its own --udptimeout, even when
 // the client never closes it (a client that went quiet, or misbehaves).
 func TestServerClosesIdleUDPFlow(t *testing.T) {
-	u := startUDPEcho(t, "127.0.0.1:0")
+	u := nettest.UDPEcho(t, "127.0.0.1:0")
 	m, _ := rawMuxToServer(t, []string{u}, 1)
 	st, err := m.OpenMarkedStream()
 	if err != nil {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/smuxtun/smuxtun/config"
 	"github.com/smuxtun/smuxtun/internal/netem"
+	"github.com/smuxtun/smuxtun/internal/nettest"
 	"github.com/smuxtun/smuxtun/tunnel/socks"
 )
 
@@ -37,30 +38,6 @@ func freePort(t testing.TB, network string) int {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
-}
-
-// startUDPEcho runs a UDP target on addr that answers each datagram with
-// "echo:" and the datagram, from the same socket.
-func startUDPEcho(t testing.TB, addr string) string {
-	t.Helper()
-	c, err := net.ListenPacket("udp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		buf := make([]byte, 70000)
-		for {
-			n, from, err := c.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			c.WriteTo(append([]byte("echo:"), buf[:n]...), from)
-		}
-	}()
-	t.Cleanup(func() { c.Close(); <-done })
-	return c.LocalAddr().String()
 }
 
 // udpPairs sends n numbered requests from one socket to addr, one at a
@@ -164,7 +141,7 @@ func TestForwards(t *testing.T) {
 				a := startEcho(t, "tcp", "127.0.0.1:0")
 				b := startEcho(t, "tcp", "127.0.0.1:0")
 				cc := startEcho(t, "tcp", "127.0.0.1:0")
-				u := startUDPEcho(t, "127.0.0.1:0")
+				u := nettest.UDPEcho(t, "127.0.0.1:0")
 				srv, _ := runServer(t, pairOpts{transport: tr, target: def, allow: []string{a, b, cc, u}})
 				fwd := []string{
 					"127.0.0.1:" + strconv.Itoa(freePort(t, "tcp")) + "=" + a,
@@ -213,7 +190,7 @@ func TestForwards(t *testing.T) {
 
 // The largest datagram there is crosses a UDP forward both ways.
 func TestUDPForwardLargestDatagram(t *testing.T) {
-	u := startUDPEcho(t, "127.0.0.1:0")
+	u := nettest.UDPEcho(t, "127.0.0.1:0")
 	srv, _ := runServer(t, pairOpts{transport: config.TransportTCP, target: u, allow: []string{u}})
 	fwd := "127.0.0.1:" + strconv.Itoa(freePort(t, "udp")) + "/udp=" + u
 	cli, _ := runClient(t, pairOpts{transport: config.TransportTCP, remote: srv.Addrs()[0].String(), forward: []string{fwd}, local: "-"})
@@ -281,7 +258,7 @@ func TestSocks(t *testing.T) {
 			v6 = startEcho(t, "tcp", "[::1]:0")
 			allow = append(allow, v6)
 		}
-		u := startUDPEcho(t, "127.0.0.1:0")
+		u := nettest.UDPEcho(t, "127.0.0.1:0")
 		allow = append(allow, u)
 		srv, _ := runServer(t, pairOpts{target: def, allow: allow, srvLog: &srvLog})
 		cli, _ := runClient(t, pairOpts{remote: srv.Addrs()[0].String(), socks: "127.0.0.1:" + strconv.Itoa(freePort(t, "tcp")), local: "-"})
@@ -450,7 +427,7 @@ func TestKcptunClientWithAllowList(t *testing.T) {
 func TestUDPFlowIdleTimeout(t *testing.T) {
 	leakChecked(t, func(t *testing.T) {
 		var srvLog syncBuffer
-		u := startUDPEcho(t, "127.0.0.1:0")
+		u := nettest.UDPEcho(t, "127.0.0.1:0")
 		srv, _ := runServer(t, pairOpts{transport: config.TransportTCP, target: u, allow: []string{u}, udpTimeout: 1, srvLog: &srvLog})
 		fwd := "127.0.0.1:" + strconv.Itoa(freePort(t, "udp")) + "/udp=" + u
 		cli, _ := runClient(t, pairOpts{transport: config.TransportTCP, remote: srv.Addrs()[0].String(), forward: []string{fwd}, local: "-", udpTimeout: 1})
@@ -499,7 +476,7 @@ func TestUDPFlowIdleTimeout(t *testing.T) {
 func TestForwardsWithQPP(t *testing.T) {
 	qpp := func(c *config.Common) { c.QPP = true; c.QPPCount = 61 }
 	a := startEcho(t, "tcp", "127.0.0.1:0")
-	u := startUDPEcho(t, "127.0.0.1:0")
+	u := nettest.UDPEcho(t, "127.0.0.1:0")
 	srv, _ := runServer(t, pairOpts{transport: config.TransportTCP, target: a, allow: []string{u}, tweak: qpp})
 	fwd := []string{
 		"127.0.0.1:" + strconv.Itoa(freePort(t, "tcp")) + "=" + a,

@@ -137,6 +137,8 @@ type pairOpts struct {
 	socksUser, socksPass string
 	// udpTimeout (seconds) for both ends, 0 = the default
 	udpTimeout int
+	// resolver, if set, resolves the server's client-chosen targets
+	resolver *net.Resolver
 	// srvLog and cliLog, if set, keep the server's and the client's logs.
 	srvLog, cliLog *syncBuffer
 }
@@ -186,6 +188,7 @@ func runServer(t testing.TB, o pairOpts) (*Server, func()) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	srv.resolver = o.resolver
 	return srv, serveInBackground(t, srv.Serve)
 }
 

@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/smuxtun/smuxtun/config"
+	"github.com/smuxtun/smuxtun/internal/nettest"
 )
 
 // scraper fetches and parses a metrics endpoint with Prometheus's own parser.
@@ -195,7 +196,7 @@ func TestMetricsEndpoint(t *testing.T) {
 		})
 
 		t.Run("target-refused-and-udp-flows", func(t *testing.T) {
-			u := startUDPEcho(t, "127.0.0.1:0")
+			u := nettest.UDPEcho(t, "127.0.0.1:0")
 			srv, _ := runServer(t, pairOpts{target: startEcho(t, "tcp", "127.0.0.1:0"), allow: []string{u}})
 			fwd := []string{
 				"127.0.0.1:" + strconv.Itoa(freePort(t, "tcp")) + "=" + refusingAddr(t),

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/smuxtun/smuxtun/config"
+	"github.com/smuxtun/smuxtun/internal/nettest"
 	"github.com/smuxtun/smuxtun/tunnel/socks"
 )
 
@@ -72,20 +73,13 @@ func TestWildcardNameToLoopbackRefused(t *testing.T) {
 	refusedWarnEvery = 0 // one WARN per refusal
 	echo := startEcho(t, "tcp", "127.0.0.1:0")
 	_, port, _ := net.SplitHostPort(echo)
-	u := startUDPEcho(t, "127.0.0.1:"+port) // the same port number for UDP, if free
+	u := nettest.UDPEcho(t, "127.0.0.1:"+port) // the same port number for UDP, if free
 	_, uport, _ := net.SplitHostPort(u)
 	var srvLog syncBuffer
 	o := pairOpts{transport: config.TransportTCP, target: startEcho(t, "tcp", "127.0.0.1:0"),
 		allow: []string{"*.example.test:" + port, "*.example.test:" + uport, "exact.example.org:" + port}, srvLog: &srvLog}
-	cfg := config.DefaultServer()
-	baseCommon(o, &cfg.Common)
-	cfg.Listen, cfg.Target, cfg.Allow = "127.0.0.1:0", o.target, o.allow
-	srv, err := NewServer(cfg, loggerTo(o.srvLog))
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv.resolver = fakeDNS(t, [4]byte{127, 0, 0, 1})
-	serveInBackground(t, srv.Serve)
+	o.resolver = fakeDNS(t, [4]byte{127, 0, 0, 1})
+	srv, _ := runServer(t, o)
 	cli, _ := runClient(t, pairOpts{transport: config.TransportTCP, remote: srv.Addrs()[0].String(), local: "-",
 		socks:   "127.0.0.1:" + strconv.Itoa(freePort(t, "tcp")),
 		forward: []string{"127.0.0.1:" + strconv.Itoa(freePort(t, "udp")) + "/udp=evil.example.test:" + uport}})
@@ -146,15 +140,8 @@ func hangingDNS() *net.Resolver {
 func TestUnansweredForwardIsReset(t *testing.T) {
 	cw := func(c *config.Common) { c.CloseWait = 1 }
 	o := pairOpts{transport: config.TransportTCP, target: startEcho(t, "tcp", "127.0.0.1:0"), allow: []string{"slow.example.test:80"}, tweak: cw}
-	cfg := config.DefaultServer()
-	baseCommon(o, &cfg.Common)
-	cfg.Listen, cfg.Target, cfg.Allow = "127.0.0.1:0", o.target, o.allow
-	srv, err := NewServer(cfg, testLogger())
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv.resolver = hangingDNS()
-	serveInBackground(t, srv.Serve)
+	o.resolver = hangingDNS()
+	srv, _ := runServer(t, o)
 	var cliLog syncBuffer
 	fwd := "127.0.0.1:" + strconv.Itoa(freePort(t, "tcp")) + "=slow.example.test:80"
 	cli, _ := runClient(t, pairOpts{transport: config.TransportTCP, remote: srv.Addrs()[0].String(), forward: []string{fwd}, local: "-", tweak: cw, cliLog: &cliLog})
@@ -218,17 +205,10 @@ func TestAssociationFailedLookupCached(t *testing.T) {
 	if testing.Short() {
 		t.Skip("waits out one 5 s lookup")
 	}
-	u := startUDPEcho(t, "127.0.0.1:0")
+	u := nettest.UDPEcho(t, "127.0.0.1:0")
 	o := pairOpts{transport: config.TransportTCP, target: startEcho(t, "tcp", "127.0.0.1:0"), allow: []string{"*.example.test:53", u}}
-	cfg := config.DefaultServer()
-	baseCommon(o, &cfg.Common)
-	cfg.Listen, cfg.Target, cfg.Allow = "127.0.0.1:0", o.target, o.allow
-	srv, err := NewServer(cfg, testLogger())
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv.resolver = hangingDNS()
-	serveInBackground(t, srv.Serve)
+	o.resolver = hangingDNS()
+	srv, _ := runServer(t, o)
 	cli, _ := runClient(t, pairOpts{transport: config.TransportTCP, remote: srv.Addrs()[0].String(), local: "-",
 		socks: "127.0.0.1:" + strconv.Itoa(freePort(t, "tcp"))})
 	ac := socksAssociate(t, cli.SocksAddr().String())

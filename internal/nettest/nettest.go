@@ -85,3 +85,28 @@ func ProcessCPU() (time.Duration, bool) {
 	const tick = 10 * time.Millisecond // USER_HZ is 100 on Linux
 	return time.Duration(utime+stime) * tick, true
 }
+
+// UDPEcho runs a UDP target on addr (e.g. "127.0.0.1:0") that answers each
+// datagram, from the same socket, with "echo:" and the datagram; it stops
+// when the test ends. It returns the target's address.
+func UDPEcho(tb testing.TB, addr string) string {
+	tb.Helper()
+	c, err := net.ListenPacket("udp", addr)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 70000)
+		for {
+			n, from, err := c.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			c.WriteTo(append([]byte("echo:"), buf[:n]...), from)
+		}
+	}()
+	tb.Cleanup(func() { c.Close(); <-done })
+	return c.LocalAddr().String()
+}
