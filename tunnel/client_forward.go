@@ -466,22 +466,8 @@ func (c *Client) socksUDP(ctx context.Context, req *socks.Request, conn net.Conn
 		peer.Store(&p)
 	}
 	stream := c.set.streamConn(st)
-	var once sync.Once
-	done := make(chan struct{})
-	end := func() {
-		once.Do(func() {
-			close(done)
-			st.Close()
-			uc.Close()
-			conn.Close()
-		})
-	}
 	var up, down atomic.Int64
-	var wg sync.WaitGroup
-	wg.Add(3)
-	go func() { // application → server
-		defer wg.Done()
-		defer end()
+	fromApp := func() error {
 		w := &datagramWriter{w: stream}
 		rcv := newUDPReceiver(uc)
 		defer rcv.release()
@@ -491,7 +477,7 @@ func (c *Client) socksUDP(ctx context.Context, req *socks.Request, conn net.Conn
 				if isTransientUDP(err) {
 					continue
 				}
-				return
+				return nil
 			}
 			from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
 			if from.Addr() != clientIP {
@@ -511,20 +497,18 @@ func (c *Client) socksUDP(ctx context.Context, req *socks.Request, conn net.Conn
 			}
 			up.Add(int64(len(data)))
 			if err := w.write(&dst, data); err != nil {
-				return
+				return nil
 			}
 		}
-	}()
-	go func() { // server → application
-		defer wg.Done()
-		defer end()
+	}
+	toApp := func() error {
 		r := newDatagramReader(stream, true)
 		defer r.release()
 		out := make([]byte, 0, 512)
 		for {
 			src, data, err := r.read()
 			if err != nil {
-				return
+				return nil
 			}
 			p := peer.Load()
 			if p == nil {
@@ -540,20 +524,13 @@ func (c *Client) socksUDP(ctx context.Context, req *socks.Request, conn net.Conn
 				out = make([]byte, 0, 512)
 			}
 		}
-	}()
-	go func() { // the association lasts as long as the TCP connection
-		defer wg.Done()
-		defer end()
-		_, _ = io.Copy(io.Discard, conn)
-	}()
-	select {
-	case <-done:
-	case <-ctx.Done():
-		end()
-	case <-cs.mux.CloseChan():
-		end()
 	}
-	wg.Wait()
+	// The association lasts as long as the TCP connection.
+	control := func() error {
+		_, _ = io.Copy(io.Discard, conn)
+		return nil
+	}
+	_ = relayUntil(ctx, cs.mux.CloseChan(), func() { st.Close(); uc.Close(); conn.Close() }, nil, 0, fromApp, toApp, control)
 	c.log.Log(context.Background(), lvl, "udp association closed", "session", cs.id, "stream", st.ID(), "client", remote.String(),
 		"up", up.Load(), "down", down.Load())
 }

@@ -219,40 +219,23 @@ func (s *Server) serveUDP(ctx context.Context, sid uint64, m *mux.Session, st *m
 	touch := func() { last.Store(time.Now().UnixNano()) }
 	touch()
 	var up, down atomic.Int64
-	done := make(chan struct{})
-	var once sync.Once
-	var flowErr error
-	end := func(err error) {
-		once.Do(func() {
-			flowErr = err
-			close(done)
-			st.Close()
-			conn.Close()
-		})
-	}
 	stream := s.set.streamConn(st)
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { // client → target
-		defer wg.Done()
+	toTarget := func() error {
 		r := newDatagramReader(stream, kind == kindAssoc)
 		defer r.release()
 		for {
 			addr, data, err := r.read()
 			if err != nil {
 				if errors.Is(err, errBadRequest) {
-					end(err)
-				} else {
-					end(nil)
+					return err
 				}
-				return
+				return nil
 			}
 			touch()
 			up.Add(int64(len(data)))
 			if kind == kindUDP {
 				if _, err := conn.Write(data); err != nil && !isTransientUDP(err) {
-					end(err)
-					return
+					return err
 				}
 				continue
 			}
@@ -267,9 +250,8 @@ func (s *Server) serveUDP(ctx context.Context, sid uint64, m *mux.Session, st *m
 				assoc.warn(sid, remote, "udp datagram dropped", addr, err)
 			}
 		}
-	}()
-	go func() { // target → client
-		defer wg.Done()
+	}
+	toClient := func() error {
 		w := &datagramWriter{w: stream}
 		rcv := newUDPReceiver(conn)
 		defer rcv.release()
@@ -279,8 +261,7 @@ func (s *Server) serveUDP(ctx context.Context, sid uint64, m *mux.Session, st *m
 				if isTransientUDP(err) {
 					continue
 				}
-				end(nil)
-				return
+				return nil
 			}
 			if data == nil {
 				continue // longer than a flow carries
@@ -296,29 +277,13 @@ func (s *Server) serveUDP(ctx context.Context, sid uint64, m *mux.Session, st *m
 			touch()
 			down.Add(int64(len(data)))
 			if err := w.write(src, data); err != nil {
-				end(nil)
-				return
-			}
-		}
-	}()
-	idle := time.NewTicker(min(s.udpTimeout/4+time.Millisecond, time.Second))
-	defer idle.Stop()
-wait:
-	for {
-		select {
-		case <-done:
-			break wait
-		case <-ctx.Done():
-			end(nil)
-		case <-m.CloseChan():
-			end(nil)
-		case now := <-idle.C:
-			if now.Sub(time.Unix(0, last.Load())) >= s.udpTimeout {
-				end(nil)
+				return nil
 			}
 		}
 	}
-	wg.Wait()
+	idle := func(now time.Time) bool { return now.Sub(time.Unix(0, last.Load())) >= s.udpTimeout }
+	flowErr := relayUntil(ctx, m.CloseChan(), func() { st.Close(); conn.Close() }, idle,
+		min(s.udpTimeout/4+time.Millisecond, time.Second), toTarget, toClient)
 	args := []any{"session", sid, "stream", st.ID(), "up", up.Load(), "down", down.Load()}
 	if flowErr != nil {
 		stats.streamErrors.Add(1)
