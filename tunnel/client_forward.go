@@ -144,7 +144,11 @@ func (c *Client) wantsTargets() bool { return len(c.forwards) > 0 || c.socksLn !
 // serveForwards starts the accept loops of the forwards and SOCKS.
 func (c *Client) serveForwards(ctx context.Context, run func(func() error)) {
 	for _, fl := range c.forwards {
-		c.log.Info("forwarding", "forward", fl.f.String(), "listen", fl.addr().String())
+		proto := "tcp"
+		if fl.f.UDP {
+			proto = "udp"
+		}
+		c.log.Info("forwarding", "listen", fl.addr().String(), "proto", proto, "target", fl.f.Target)
 		if fl.udp != nil {
 			run(func() error { return c.serveUDPForward(ctx, fl) })
 			continue

@@ -112,7 +112,9 @@ func (c *qppConn) Write(p []byte) (int, error) {
 // the pads usually shows on the server, if at all: the target gets garbled
 // bytes, rejects them and resets; nothing else in the tunnel can tell.
 func (s *settings) qppHint(args []any, err error) []any {
-	if s.qpp == nil || !errors.Is(err, syscall.ECONNRESET) {
+	// A target that resets the connection shows as ECONNRESET, or as EPIPE
+	// when the server was writing at that moment.
+	if s.qpp == nil || !errors.Is(err, syscall.ECONNRESET) && !errors.Is(err, syscall.EPIPE) {
 		return args
 	}
 	return append(args, "hint", "if the target resets every connection, check that the client's --QPP, --QPPCount and --key match this server's: pads that differ garble every byte without any other error")
