@@ -161,8 +161,30 @@ func TestPollingReaderChoice(t *testing.T) {
 
 // TestPollingSessionBadFrame: a session whose reading goroutine is polling
 // under bulk data still closes at once, with ErrInvalidProtocol, when the
-// peer sends a frame that breaks the protocol.
+// peer sends a frame that breaks the protocol. Whether polling engages
+// depends on the machine's load (the reads must come back within hotWait,
+// and at most GOMAXPROCS readers poll at once in the process), so a session
+// that never polled is tried again, a few times, before the test gives up.
 func TestPollingSessionBadFrame(t *testing.T) {
+	const attempts = 5
+	for i := range attempts {
+		if polls := pollingSessionBadFrame(t); polls > 0 {
+			if i > 0 {
+				t.Logf("polling engaged in attempt %d", i+1)
+			}
+			return
+		}
+		if t.Failed() {
+			return
+		}
+	}
+	t.Errorf("in %d sessions, 8 MiB of 32 KiB frames never engaged polling; the test did not cover the polling path", attempts)
+}
+
+// pollingSessionBadFrame runs one session through bulk data and a bad frame
+// and returns how many reads polling answered.
+func pollingSessionBadFrame(t *testing.T) int {
+	t.Helper()
 	raw, conn := nettest.TCPPair(t)
 	cfg := DefaultConfig()
 	cfg.Version = 1
@@ -219,9 +241,7 @@ func TestPollingSessionBadFrame(t *testing.T) {
 	if !ok {
 		t.Fatal("a v1 session on TCP reads without polling")
 	}
-	if p.polls == 0 {
-		t.Error("8 MiB of 32 KiB frames never engaged polling; the test did not cover the polling path")
-	}
+	return p.polls
 }
 
 // TestPollingStopsWithManyStreams: a session with more than pollMaxStreams

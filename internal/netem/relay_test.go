@@ -282,6 +282,54 @@ func TestLossRepeats(t *testing.T) {
 	}
 }
 
+// TestQueueBoundModel drives the link's admission with a synthetic clock: a
+// sender at three times the rate never sees a packet released later than
+// delay + queue bound + its own serialization, the queue stays full, and the
+// excess is dropped. This is the bound itself, free of scheduling noise.
+func TestQueueBoundModel(t *testing.T) {
+	const (
+		rate  = 8_000_000
+		size  = 1000
+		delay = 20 * time.Millisecond
+		bound = 60 * time.Millisecond
+	)
+	l := newLink(Link{Rate: rate, Delay: delay, QueueDelay: bound}, 1)
+	ser := time.Duration(size * 8 * int64(time.Second) / rate)
+	gap := ser / 3 // three times the rate
+	now := time.Unix(0, 0)
+	var waits []time.Duration
+	sent := 0
+	for now.Before(time.Unix(2, 0)) {
+		sent++
+		if rel, ok := l.admit(size, now); ok {
+			waits = append(waits, rel.Sub(now))
+		}
+		now = now.Add(gap)
+	}
+	limit := delay + bound + ser
+	if m := slices.Max(waits); m > limit {
+		t.Errorf("a packet was released %v after it arrived, more than delay + bound + serialization = %v", m, limit)
+	}
+	// After the first queue-bound's worth the queue is full: the last
+	// packets wait nearly the whole bound.
+	if last := waits[len(waits)-1]; last < delay+bound-ser {
+		t.Errorf("the last packet waited %v; a sender at three times the rate should keep the queue full (≥ %v)", last, delay+bound-ser)
+	}
+	// Two seconds at the rate carry 2000 packets (plus the queue's 60);
+	// the rest of the 6000 offered is dropped.
+	if got := len(waits); got < 1950 || got > 2100 {
+		t.Errorf("%d of %d packets admitted, want about 2060", got, sent)
+	}
+	if s := l.stats.snapshot(); s.DroppedQueue != uint64(sent-len(waits)) {
+		t.Errorf("queue drops %d, want %d", s.DroppedQueue, sent-len(waits))
+	}
+}
+
+// TestQueueBound runs the same through real sockets. What it adds to the
+// model test is that the relay releases packets when the model says: the
+// typical packet stays within the bound, and no packet comes anywhere near
+// what an unbounded queue would give (a sender at three times the rate for
+// 1.5 s would queue a whole second).
 func TestQueueBound(t *testing.T) {
 	const (
 		rate  = 8_000_000
@@ -289,8 +337,11 @@ func TestQueueBound(t *testing.T) {
 		delay = 20 * time.Millisecond
 		bound = 60 * time.Millisecond
 		slack = 10 * time.Millisecond
-		// schedSlack is what one packet's measured delay may add on a
-		// loaded machine beyond the emulator's own bound.
+		// schedSlack is what a packet's measured delay may add on a loaded
+		// machine (under -race, beside other test binaries) beyond the
+		// emulator's bound: the receiving goroutine's scheduling delay,
+		// which is not the emulator's. CI once saw a p99 12 ms over the
+		// bound with the median 10 ms under it.
 		schedSlack = 40 * time.Millisecond
 	)
 	p := newPath(t, Config{Up: Link{Rate: rate, Delay: delay, QueueDelay: bound}})
@@ -311,16 +362,14 @@ func TestQueueBound(t *testing.T) {
 	maxAge := slices.Max(ages)
 	t.Logf("one-way delay median %.2f ms, p99 %.2f ms, max %.2f ms (limit %.2f ms); %+v",
 		ms(median(ages)), ms(quantile(ages, 0.99)), ms(maxAge), ms(limit), p.relay.Up())
-	// The emulator's bound holds for the 99th percentile; single packets
-	// may also carry the receiving goroutine's scheduling delay on a loaded
-	// machine (under -race, beside other test binaries), which is not the
-	// emulator's. Without the bound, a sender at three times the rate would
-	// queue up a whole second.
-	if p99 := quantile(ages, 0.99); p99 > limit {
-		t.Errorf("99th percentile delay %v, more than delay + queue bound + serialization + %v = %v", p99, slack, limit)
+	if m := median(ages); m > limit {
+		t.Errorf("median delay %v, more than delay + queue bound + serialization + %v = %v", m, slack, limit)
 	}
-	if maxAge > limit+schedSlack {
-		t.Errorf("a packet took %v, more than %v + %v of scheduling", maxAge, limit, schedSlack)
+	if p99 := quantile(ages, 0.99); p99 > limit+schedSlack {
+		t.Errorf("99th percentile delay %v, more than %v + %v of scheduling", p99, limit, schedSlack)
+	}
+	if maxAge > limit+2*schedSlack {
+		t.Errorf("a packet took %v, more than %v + %v of scheduling", maxAge, limit, 2*schedSlack)
 	}
 	// A sender at three times the rate keeps the queue full.
 	if m := median(ages); m < delay+bound/2 {
