@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -357,5 +358,74 @@ func TestEvictOldestFlow(t *testing.T) {
 	}
 	if flows[0].ctx.Err() != nil || flows[2].ctx.Err() != nil {
 		t.Fatal("a flow that stays was stopped")
+	}
+}
+
+// The datagrams a UDP forward holds while its flows wait for the link are
+// bounded by queueBudget in all: eight sources each offer 128 datagrams of
+// 60,000 bytes (61 MB) to a target whose name never resolves, so nothing
+// leaves the queues. The forward fills its budget and holds no more, and
+// the process's heap does not grow by what was offered.
+func TestUDPQueueBudget(t *testing.T) {
+	o := pairOpts{transport: config.TransportTCP, target: startEcho(t, "tcp", "127.0.0.1:0"), allow: []string{"slow.example.test:53"}}
+	o.resolver = hangingDNS()
+	srv, _ := runServer(t, o)
+	fwd := "127.0.0.1:" + strconv.Itoa(freePort(t, "udp")) + "/udp=slow.example.test:53"
+	cli, _ := runClient(t, pairOpts{transport: config.TransportTCP, remote: srv.Addrs()[0].String(), forward: []string{fwd}, local: "-"})
+	fl := cli.forwards[0]
+	addr := cli.ForwardAddrs()[0].(*net.UDPAddr)
+
+	runtime.GC()
+	var before runtime.MemStats
+	runtime.ReadMemStats(&before)
+	var most atomic.Int64
+	stop := make(chan struct{})
+	watched := make(chan struct{})
+	go func() { // the most ever queued, sampled while the senders run
+		defer close(watched)
+		for {
+			if q := fl.queued.Load(); q > most.Load() {
+				most.Store(q)
+			}
+			select {
+			case <-stop:
+				return
+			case <-time.After(time.Millisecond):
+			}
+		}
+	}()
+	const size, perSource, sources = 60_000, 128, 8
+	payload := make([]byte, size)
+	for range sources {
+		c, err := net.DialUDP("udp", nil, addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range perSource {
+			c.Write(payload)
+			time.Sleep(300 * time.Microsecond) // the forward's socket buffer holds only a few
+		}
+		c.Close()
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	for fl.queued.Load() < queueBudget-size && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	close(stop)
+	<-watched
+	q := fl.queued.Load()
+	var after runtime.MemStats
+	runtime.ReadMemStats(&after)
+	grown := int64(after.HeapInuse) - int64(before.HeapInuse)
+	t.Logf("offered %d bytes; queued %d (most %d, budget %d); heap in use grew %d MiB",
+		size*perSource*sources, q, most.Load(), queueBudget, grown>>20)
+	if most.Load() > queueBudget {
+		t.Errorf("%d bytes queued at once, more than the forward's budget of %d", most.Load(), queueBudget)
+	}
+	if q < queueBudget-size {
+		t.Errorf("%d bytes queued: the budget of %d never filled although %d bytes were offered", q, queueBudget, size*perSource*sources)
+	}
+	if grown > 3*queueBudget {
+		t.Errorf("heap in use grew by %d MiB holding datagrams nobody can send (budget %d MiB)", grown>>20, queueBudget>>20)
 	}
 }
