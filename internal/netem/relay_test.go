@@ -282,17 +282,21 @@ func TestLossRepeats(t *testing.T) {
 	}
 }
 
+// The link of the queue-bound tests: 8 Mbit/s, 1000-byte packets, 20 ms
+// of delay and at most 60 ms of queue.
+const (
+	qbRate  = 8_000_000
+	qbSize  = 1000
+	qbDelay = 20 * time.Millisecond
+	qbBound = 60 * time.Millisecond
+)
+
 // TestQueueBoundModel drives the link's admission with a synthetic clock: a
 // sender at three times the rate never sees a packet released later than
 // delay + queue bound + its own serialization, the queue stays full, and the
 // excess is dropped. This is the bound itself, free of scheduling noise.
 func TestQueueBoundModel(t *testing.T) {
-	const (
-		rate  = 8_000_000
-		size  = 1000
-		delay = 20 * time.Millisecond
-		bound = 60 * time.Millisecond
-	)
+	const rate, size, delay, bound = qbRate, qbSize, qbDelay, qbBound
 	l := newLink(Link{Rate: rate, Delay: delay, QueueDelay: bound}, 1)
 	ser := time.Duration(size * 8 * int64(time.Second) / rate)
 	gap := ser / 3 // three times the rate
@@ -331,11 +335,8 @@ func TestQueueBoundModel(t *testing.T) {
 // what an unbounded queue would give (a sender at three times the rate for
 // 1.5 s would queue a whole second).
 func TestQueueBound(t *testing.T) {
+	const rate, size, delay, bound = qbRate, qbSize, qbDelay, qbBound
 	const (
-		rate  = 8_000_000
-		size  = 1000
-		delay = 20 * time.Millisecond
-		bound = 60 * time.Millisecond
 		slack = 10 * time.Millisecond
 		// schedSlack is what a packet's measured delay may add on a loaded
 		// machine (under -race, beside other test binaries) beyond the
