@@ -225,15 +225,18 @@ func startRefServer(t testing.TB, cipher string, nocomp bool, ver int, target st
 		lis.Close()
 		// Sessions kcp-go created for late packets but nobody accepted
 		// would keep their goroutine: take them from the queue and close
-		// them, as the tunnel's own listener does.
-		for misses := 0; misses < 20; {
+		// them. kcp-go's own socket reader cannot be watched here (the
+		// tunnel's listener waits for it), so the queue is read until it
+		// stayed empty for 200 ms: a reader that late on a loaded machine
+		// is rarer than the 20 ms this once waited.
+		for misses := 0; misses < 100; {
 			if s, err := lis.AcceptKCP(); err == nil {
 				s.Close()
 				misses = 0
 				continue
 			}
 			misses++
-			time.Sleep(time.Millisecond)
+			time.Sleep(2 * time.Millisecond)
 		}
 		mu.Lock()
 		for _, s := range sessions {

@@ -259,9 +259,10 @@ func (l *kcpListener) Accept() (net.Conn, error) {
 // Close stops the listener. kcp-go's Listener.Close leaves running the
 // sessions it created for new peers but nobody accepted yet (each holds a
 // goroutine), so Close takes them from the accept queue and closes them.
-// The queue is read until it has come up empty drainMisses times in a row,
-// which also covers a packet that was being turned into a session while
-// the socket closed.
+// It first waits for kcp-go's reading goroutine to stop (at the closed
+// socket's error): a packet it read just before is turned into a session
+// before it reads again, however late the goroutine runs on a loaded
+// machine, so after that the queue holds every such session.
 func (l *kcpListener) Close() error {
 	if !l.closed.CompareAndSwap(false, true) {
 		return net.ErrClosed
@@ -272,7 +273,15 @@ func (l *kcpListener) Close() error {
 	if cerr := l.conn.Close(); err == nil {
 		err = cerr
 	}
-	const drainMisses = 20
+	select {
+	case <-l.conn.readerDone:
+	case <-time.After(readerStopWait):
+	}
+	// With the listener closed, AcceptKCP picks at random among its ready
+	// cases (a queued session, the closed listener, the read error): a
+	// session left in the queue is missed drainMisses times in a row with
+	// odds of (2/3)^64, about 5e-12.
+	const drainMisses = 64
 	for misses := 0; misses < drainMisses; {
 		if s, aerr := l.l.AcceptKCP(); aerr == nil {
 			s.Close()
@@ -280,10 +289,13 @@ func (l *kcpListener) Close() error {
 			continue
 		}
 		misses++
-		time.Sleep(time.Millisecond)
 	}
 	return err
 }
+
+// readerStopWait bounds how long Close waits for kcp-go's reading
+// goroutine to see the closed socket.
+const readerStopWait = 5 * time.Second
 
 func (l *kcpListener) Addr() net.Addr { return l.l.Addr() }
 

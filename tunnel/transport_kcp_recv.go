@@ -5,6 +5,7 @@ import (
 	"hash/crc32"
 	"net"
 	"runtime"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -92,10 +93,16 @@ type recvConn struct {
 	last     []byte   // the packet handed out last, as it arrived
 	lastFrom net.Addr // and its source
 	mark     uint64   // InCsumErrors when it was handed out
+
+	// readerDone is closed when ReadFrom first returns an error. kcp-go's
+	// listener stops reading at its first error, and it has finished with
+	// every packet handed out before (see kcpListener.Close).
+	readerDone chan struct{}
+	doneOnce   sync.Once
 }
 
 func newRecvConn(pc net.PacketConn, block kcp.BlockCrypt, bad func(from net.Addr)) *recvConn {
-	c := &recvConn{pc: pc, bad: bad, msgs: make([]ipv4.Message, recvBatch)}
+	c := &recvConn{pc: pc, bad: bad, msgs: make([]ipv4.Message, recvBatch), readerDone: make(chan struct{})}
 	buf := make([]byte, recvBatch*maxPacket)
 	for i := range c.msgs {
 		c.msgs[i].Buffers = [][]byte{buf[i*maxPacket : (i+1)*maxPacket : (i+1)*maxPacket]}
@@ -170,6 +177,7 @@ func (c *recvConn) ReadFrom(p []byte) (int, net.Addr, error) {
 	c.judge()
 	if c.next == c.n {
 		if err := c.fill(); err != nil {
+			c.doneOnce.Do(func() { close(c.readerDone) })
 			return 0, nil, err
 		}
 	}

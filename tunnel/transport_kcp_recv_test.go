@@ -325,3 +325,66 @@ func TestKCPListenerAddressFamilies(t *testing.T) {
 		})
 	}
 }
+
+// lateReader is a UDP socket whose reader, after each packet it reads,
+// loses the processor for a while before it hands the packet on, as a
+// goroutine does on a loaded machine.
+type lateReader struct {
+	*net.UDPConn
+	arrived chan struct{} // one send per packet read
+	late    time.Duration
+}
+
+func (r *lateReader) ReadFrom(p []byte) (int, net.Addr, error) {
+	n, from, err := r.UDPConn.ReadFrom(p)
+	if err == nil {
+		select {
+		case r.arrived <- struct{}{}:
+		default:
+		}
+		time.Sleep(r.late)
+	}
+	return n, from, err
+}
+
+// A peer's first packet that kcp-go's reader turns into a session only
+// after the listener was closed (the reader ran late) is still closed by
+// the listener's Close: no session and no goroutine is left behind.
+func TestListenerCloseTakesLateSession(t *testing.T) {
+	leakChecked(t, func(t *testing.T) {
+		cfg := config.DefaultServer()
+		baseCommon(pairOpts{}, &cfg.Common)
+		set, err := newSettings(cfg.Common, testLogger())
+		if err != nil {
+			t.Fatal(err)
+		}
+		tr := set.tr.(*kcpTransport)
+		uc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		slow := &lateReader{UDPConn: uc, arrived: make(chan struct{}, 1), late: 300 * time.Millisecond}
+		l, err := tr.serve(slow)
+		if err != nil {
+			uc.Close()
+			t.Fatal(err)
+		}
+		c, err := tr.dial(context.Background(), uc.LocalAddr().String())
+		if err != nil {
+			l.Close()
+			t.Fatal(err)
+		}
+		c.Write([]byte("hello"))
+		select {
+		case <-slow.arrived:
+		case <-time.After(5 * time.Second):
+			t.Fatal("the listener read no packet in 5 s")
+		}
+		c.Close()
+		start := time.Now()
+		l.Close() // while the reader still holds the first packet
+		if took := time.Since(start); took > 2*time.Second {
+			t.Errorf("Close took %v", took)
+		}
+	})
+}
