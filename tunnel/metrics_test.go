@@ -2,6 +2,7 @@ package tunnel
 
 import (
 	"encoding/json"
+	"errors"
 	"net"
 	"net/http"
 	"os"
@@ -10,6 +11,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -187,12 +189,12 @@ func TestMetricsEndpoint(t *testing.T) {
 			}
 			defer c.Close()
 			c.Write([]byte("hello"))
-			fams := s.waitFor("counting the failed dial", func(f map[string]*dto.MetricFamily) bool {
-				return value(t, f, "smuxtun_target_dial_failures_total") > start
+			// The two counters move one after the other, not at once: a
+			// scrape between them is fine, as long as both move.
+			s.waitFor("counting the failed dial and the failed stream", func(f map[string]*dto.MetricFamily) bool {
+				return value(t, f, "smuxtun_target_dial_failures_total") > start &&
+					value(t, f, "smuxtun_streams_failed_total") > streamsFailed
 			})
-			if v := value(t, fams, "smuxtun_streams_failed_total"); v <= streamsFailed {
-				t.Errorf("streams failed stayed at %.0f", v)
-			}
 		})
 
 		t.Run("target-refused-and-udp-flows", func(t *testing.T) {
@@ -204,11 +206,14 @@ func TestMetricsEndpoint(t *testing.T) {
 			}
 			cli, _ := runClient(t, pairOpts{remote: srv.Addrs()[0].String(), forward: fwd, local: "-"})
 			start := value(t, s.scrape(), "smuxtun_targets_refused_total")
+			// The refusal's reset can end the connect itself on a loaded
+			// machine; the refusal is counted either way.
 			c, err := net.Dial("tcp", cli.ForwardAddrs()[0].String())
-			if err != nil {
+			if err == nil {
+				defer c.Close()
+			} else if !errors.Is(err, syscall.ECONNRESET) {
 				t.Fatal(err)
 			}
-			defer c.Close()
 			s.waitFor("counting the refused target", func(f map[string]*dto.MetricFamily) bool {
 				return value(t, f, "smuxtun_targets_refused_total") == start+1
 			})
