@@ -495,6 +495,25 @@ func TestForwardsWithQPP(t *testing.T) {
 	}
 }
 
+// forwardOverDelay starts a server that allows one echo target, a relay
+// with oneWay delay each way in front of it, and a client (with o's
+// options) whose one forward reaches that echo through the relay.
+func forwardOverDelay(t *testing.T, oneWay time.Duration, o pairOpts) *Client {
+	t.Helper()
+	a := startEcho(t, "tcp", "127.0.0.1:0")
+	srv, _ := runServer(t, pairOpts{target: startEcho(t, "tcp", "127.0.0.1:0"), allow: []string{a}})
+	relay, err := netem.Start(netem.Config{Listen: "127.0.0.1:0", Upstream: srv.Addrs()[0].String(),
+		Up: netem.Link{Delay: oneWay}, Down: netem.Link{Delay: oneWay}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { relay.Close() })
+	o.remote = relay.Addr().String()
+	o.forward = []string{"127.0.0.1:" + strconv.Itoa(freePort(t, "tcp")) + "=" + a}
+	cli, _ := runClient(t, o)
+	return cli
+}
+
 // A server whose hello comes after the 3 s wait (a 2 s one-way path here)
 // is reported at ERROR, then, once the hello arrives, at INFO; forwards
 // work from then on.
@@ -503,17 +522,7 @@ func TestLateHelloReported(t *testing.T) {
 		t.Skip("waits for a 4 s round trip")
 	}
 	var cliLog syncBuffer
-	def := startEcho(t, "tcp", "127.0.0.1:0")
-	a := startEcho(t, "tcp", "127.0.0.1:0")
-	srv, _ := runServer(t, pairOpts{target: def, allow: []string{a}})
-	relay, err := netem.Start(netem.Config{Listen: "127.0.0.1:0", Upstream: srv.Addrs()[0].String(),
-		Up: netem.Link{Delay: 2 * time.Second}, Down: netem.Link{Delay: 2 * time.Second}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer relay.Close()
-	fwd := "127.0.0.1:" + strconv.Itoa(freePort(t, "tcp")) + "=" + a
-	cli, _ := runClient(t, pairOpts{remote: relay.Addr().String(), forward: []string{fwd}, local: "-", cliLog: &cliLog})
+	cli := forwardOverDelay(t, 2*time.Second, pairOpts{local: "-", cliLog: &cliLog})
 	waitLogWithin(t, 6*time.Second, "client", &cliLog, "level=ERROR", `msg="forwards and SOCKS will not work"`)
 	waitLogWithin(t, 10*time.Second, "client", &cliLog, "level=INFO", "takes forwards and SOCKS after all")
 	if err := echoRoundTrip("tcp", cli.ForwardAddrs()[0].String(), []byte("slow but there"), 60*time.Second); err != nil {
@@ -580,17 +589,7 @@ func TestForwardSendsBeforeTheAnswer(t *testing.T) {
 	if testing.Short() {
 		t.Skip("round trips of 1 s")
 	}
-	def := startEcho(t, "tcp", "127.0.0.1:0")
-	a := startEcho(t, "tcp", "127.0.0.1:0")
-	srv, _ := runServer(t, pairOpts{target: def, allow: []string{a}})
-	relay, err := netem.Start(netem.Config{Listen: "127.0.0.1:0", Upstream: srv.Addrs()[0].String(),
-		Up: netem.Link{Delay: 500 * time.Millisecond}, Down: netem.Link{Delay: 500 * time.Millisecond}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer relay.Close()
-	fwd := "127.0.0.1:" + strconv.Itoa(freePort(t, "tcp")) + "=" + a
-	cli, _ := runClient(t, pairOpts{remote: relay.Addr().String(), forward: []string{fwd}})
+	cli := forwardOverDelay(t, 500*time.Millisecond, pairOpts{})
 	// First, let the session and the server's hello arrive.
 	if err := echoRoundTrip("tcp", cli.ForwardAddrs()[0].String(), []byte("warm"), 30*time.Second); err != nil {
 		t.Fatal(err)

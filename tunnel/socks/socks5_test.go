@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/smuxtun/smuxtun/internal/nettest"
 )
 
 // The client side of these tests is written out byte by byte from RFC 1928
@@ -445,24 +447,7 @@ func (timeoutErr) Temporary() bool { return true }
 // closing the TCP connection ends the association.
 func TestUDPAssociate(t *testing.T) {
 	checkGoroutines(t)
-	echo, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	echoDone := make(chan struct{})
-	go func() {
-		defer close(echoDone)
-		buf := make([]byte, 65535)
-		for {
-			n, from, err := echo.ReadFromUDP(buf)
-			if err != nil {
-				return
-			}
-			_, _ = echo.WriteToUDP(buf[:n], from)
-		}
-	}()
-	t.Cleanup(func() { echo.Close(); <-echoDone })
-	echoAddr := echo.LocalAddr().(*net.UDPAddr).AddrPort()
+	echoAddr := netip.MustParseAddrPort(nettest.UDPEcho(t, "127.0.0.1:0"))
 
 	client, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
@@ -492,7 +477,7 @@ func TestUDPAssociate(t *testing.T) {
 		if err != nil {
 			t.Fatalf("datagram %d back: %v", i, err)
 		}
-		want := cat([]byte{0, 0, 0}, dstIPv4("127.0.0.1", echoAddr.Port()), data)
+		want := cat([]byte{0, 0, 0}, dstIPv4("127.0.0.1", echoAddr.Port()), []byte("echo:"), data)
 		if !bytes.Equal(buf[:n], want) {
 			t.Fatalf("datagram %d back: %x, want %x", i, buf[:n], want)
 		}
